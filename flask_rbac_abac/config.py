@@ -1,0 +1,200 @@
+"""Configuration keys, their defaults and their validation.
+
+Every key can be set in ``app.config``; the ones marked with an environment variable take their
+default from it. Validation errors are :class:`ConfigurationError` and name the key.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from .codec import DEFAULT_KEY_PREFIX, validate_prefix, validate_service_name
+from .errors import ConfigurationError, InvalidKeyPart
+
+DEFAULT_CACHE_TTL = 86400
+DEFAULT_IDP_URL = "http://identity-provider:8000"
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+DEFAULT_AUDIENCE = "rbac-abac"
+DEFAULT_ISSUER = "rbac-abac-idp"
+MIN_HS256_SECRET_BYTES = 32
+
+
+def _env(name: str, default: Any) -> Any:
+    return os.environ.get(name, default)
+
+
+#: key -> default (callables are evaluated at ``init_app``, so the environment is read then).
+DEFAULTS: dict[str, Callable[[], Any]] = {
+    "RBAC_ABAC_CACHE_TTL": lambda: _env("RBAC_ABAC_CACHE_TTL", DEFAULT_CACHE_TTL),
+    "IDENTITY_PROVIDER_URL": lambda: _env("IDENTITY_PROVIDER_URL", DEFAULT_IDP_URL),
+    "RBAC_ABAC_REDIS_URL": lambda: _env("RBAC_ABAC_REDIS_URL", DEFAULT_REDIS_URL),
+    "RBAC_ABAC_SERVICE_TOKEN": lambda: _env("RBAC_ABAC_SERVICE_TOKEN", None),
+    "RBAC_ABAC_KEY_PREFIX": lambda: _env("RBAC_ABAC_KEY_PREFIX", DEFAULT_KEY_PREFIX),
+    "RBAC_ABAC_AUTO_REFRESH": lambda: _env("RBAC_ABAC_AUTO_REFRESH", True),
+    "RBAC_ABAC_LOCAL_CACHE_SIZE": lambda: 10000,
+    "RBAC_ABAC_LOCAL_CACHE_TTL": lambda: 60,
+    "RBAC_ABAC_MAX_STALE": lambda: _env("RBAC_ABAC_MAX_STALE", 300),
+    "RBAC_ABAC_REDIS_TIMEOUT": lambda: 0.25,
+    "RBAC_ABAC_IDP_TIMEOUT": lambda: (0.5, 3.0),
+    "RBAC_ABAC_INVALIDATION": lambda: _env("RBAC_ABAC_INVALIDATION", True),
+    "RBAC_ABAC_JWT_SECRET": lambda: _env("RBAC_ABAC_JWT_SECRET", None),
+    "RBAC_ABAC_JWT_PUBLIC_KEY": lambda: _env("RBAC_ABAC_JWT_PUBLIC_KEY", None),
+    "RBAC_ABAC_JWT_AUDIENCE": lambda: _env("RBAC_ABAC_JWT_AUDIENCE", DEFAULT_AUDIENCE),
+    "RBAC_ABAC_JWT_ISSUER": lambda: _env("RBAC_ABAC_JWT_ISSUER", DEFAULT_ISSUER),
+    "RBAC_ABAC_TOKEN_CACHE_SIZE": lambda: 10000,
+    "RBAC_ABAC_EXEMPT_ENDPOINTS": lambda: (),
+}
+
+
+def positive_int(value: object, key: str) -> int:
+    """``value`` as an int > 0 (ints or decimal strings); else an error naming ``key``."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigurationError(f"{key} must be a positive integer, got {value!r}")
+    return value
+
+
+def non_negative_int(value: object, key: str) -> int:
+    if value in (0, "0"):
+        return 0
+    return positive_int(value, key)
+
+
+def positive_float(value: object, key: str) -> float:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = -1.0
+    if isinstance(value, bool) or not number > 0:
+        raise ConfigurationError(f"{key} must be a positive number of seconds, got {value!r}")
+    return number
+
+
+def as_bool(value: object, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in {"1", "true", "yes", "on"}:
+        return True
+    if isinstance(value, str) and value.strip().lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigurationError(f"{key} must be a boolean, got {value!r}")
+
+
+def http_url(value: object, key: str) -> str:
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise ConfigurationError(f"{key} must be an http:// or https:// URL, got {value!r}")
+    return value.rstrip("/")
+
+
+def cache_ttl_from_env(config: MutableMapping[str, Any]) -> int:
+    """``RBAC_ABAC_CACHE_TTL`` from ``config``, else the environment, else 86400; validated."""
+    config.setdefault("RBAC_ABAC_CACHE_TTL", DEFAULTS["RBAC_ABAC_CACHE_TTL"]())
+    return positive_int(config["RBAC_ABAC_CACHE_TTL"], "RBAC_ABAC_CACHE_TTL")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated configuration of one app."""
+
+    service_name: str
+    cache_ttl: int
+    identity_provider_url: str
+    redis_url: str
+    service_token: str | None
+    key_prefix: str
+    auto_refresh: bool
+    local_cache_size: int
+    local_cache_ttl: int
+    max_stale: int
+    redis_timeout: float
+    idp_timeout: tuple[float, float]
+    invalidation: bool
+    jwt_secret: str | None
+    jwt_public_key: str | None
+    jwt_audience: str
+    jwt_issuer: str
+    token_cache_size: int
+    exempt_endpoints: frozenset[str]
+
+
+def load(config: MutableMapping[str, Any]) -> Settings:
+    """Fill in defaults (``setdefault``) and validate every key of ``config``."""
+    for key, default in DEFAULTS.items():
+        config.setdefault(key, default())
+
+    service = config.get("SERVICE_NAME")
+    if not service:
+        raise ConfigurationError("SERVICE_NAME is required: the name this service has at the IdP")
+    try:
+        service = validate_service_name(service)
+        prefix = validate_prefix(config["RBAC_ABAC_KEY_PREFIX"])
+    except InvalidKeyPart as exc:
+        key = "SERVICE_NAME" if "service_name" in str(exc) else "RBAC_ABAC_KEY_PREFIX"
+        raise ConfigurationError(f"{key}: {exc}") from exc
+
+    idp_timeout = config["RBAC_ABAC_IDP_TIMEOUT"]
+    if isinstance(idp_timeout, (int, float, str)):
+        idp_timeout = (idp_timeout, idp_timeout)
+    if not isinstance(idp_timeout, (tuple, list)) or len(idp_timeout) != 2:
+        raise ConfigurationError(
+            f"RBAC_ABAC_IDP_TIMEOUT must be seconds or (connect, read), got {idp_timeout!r}"
+        )
+
+    secret = config["RBAC_ABAC_JWT_SECRET"]
+    if secret is not None and (not isinstance(secret, str) or len(secret.encode()) < 32):
+        raise ConfigurationError(
+            f"RBAC_ABAC_JWT_SECRET must be a string of at least {MIN_HS256_SECRET_BYTES} bytes"
+        )
+    public_key = config["RBAC_ABAC_JWT_PUBLIC_KEY"]
+    if public_key is not None and (
+        not isinstance(public_key, str) or "BEGIN PUBLIC KEY" not in public_key
+    ):
+        raise ConfigurationError("RBAC_ABAC_JWT_PUBLIC_KEY must be a PEM public key")
+    if secret and public_key:
+        raise ConfigurationError(
+            "RBAC_ABAC_JWT_SECRET and RBAC_ABAC_JWT_PUBLIC_KEY are both set; choose one algorithm"
+        )
+    token = config["RBAC_ABAC_SERVICE_TOKEN"]
+    if token is not None and not isinstance(token, str):
+        raise ConfigurationError("RBAC_ABAC_SERVICE_TOKEN must be a string")
+    exempt = config["RBAC_ABAC_EXEMPT_ENDPOINTS"]
+    if isinstance(exempt, str) or not all(isinstance(e, str) for e in exempt):
+        raise ConfigurationError("RBAC_ABAC_EXEMPT_ENDPOINTS must be a list of endpoint names")
+    for key in ("RBAC_ABAC_REDIS_URL", "RBAC_ABAC_JWT_AUDIENCE", "RBAC_ABAC_JWT_ISSUER"):
+        if not isinstance(config[key], str) or not config[key]:
+            raise ConfigurationError(f"{key} must be a non-empty string")
+
+    return Settings(
+        service_name=service,
+        cache_ttl=positive_int(config["RBAC_ABAC_CACHE_TTL"], "RBAC_ABAC_CACHE_TTL"),
+        identity_provider_url=http_url(config["IDENTITY_PROVIDER_URL"], "IDENTITY_PROVIDER_URL"),
+        redis_url=config["RBAC_ABAC_REDIS_URL"],
+        service_token=token or None,
+        key_prefix=prefix,
+        auto_refresh=as_bool(config["RBAC_ABAC_AUTO_REFRESH"], "RBAC_ABAC_AUTO_REFRESH"),
+        local_cache_size=positive_int(
+            config["RBAC_ABAC_LOCAL_CACHE_SIZE"], "RBAC_ABAC_LOCAL_CACHE_SIZE"
+        ),
+        local_cache_ttl=positive_int(
+            config["RBAC_ABAC_LOCAL_CACHE_TTL"], "RBAC_ABAC_LOCAL_CACHE_TTL"
+        ),
+        max_stale=non_negative_int(config["RBAC_ABAC_MAX_STALE"], "RBAC_ABAC_MAX_STALE"),
+        redis_timeout=positive_float(config["RBAC_ABAC_REDIS_TIMEOUT"], "RBAC_ABAC_REDIS_TIMEOUT"),
+        idp_timeout=(
+            positive_float(idp_timeout[0], "RBAC_ABAC_IDP_TIMEOUT"),
+            positive_float(idp_timeout[1], "RBAC_ABAC_IDP_TIMEOUT"),
+        ),
+        invalidation=as_bool(config["RBAC_ABAC_INVALIDATION"], "RBAC_ABAC_INVALIDATION"),
+        jwt_secret=secret,
+        jwt_public_key=public_key,
+        jwt_audience=config["RBAC_ABAC_JWT_AUDIENCE"],
+        jwt_issuer=config["RBAC_ABAC_JWT_ISSUER"],
+        token_cache_size=positive_int(
+            config["RBAC_ABAC_TOKEN_CACHE_SIZE"], "RBAC_ABAC_TOKEN_CACHE_SIZE"
+        ),
+        exempt_endpoints=frozenset(exempt),
+    )

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .client import RedisAttributeClient
 from .codec import UserAttributes
+from .decorators import (
+    current_attributes,
+    current_identity,
+    enforce,
+    exempt,
+    requires,
+    requires_attribute,
+    requires_permission,
+    requires_role,
+)
 from .errors import (
     AttributesUnavailable,
     ConfigurationError,
@@ -13,6 +24,8 @@ from .errors import (
     InvalidKeyPart,
     RBACABACError,
 )
+from .extension import RBACABAC
+from .rules import Decision, Rule, attribute, permission, predicate, role
 
 try:
     __version__ = version("flask-rbac-abac")
@@ -20,12 +33,28 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [
+    "RBACABAC",
     "AttributesUnavailable",
     "ConfigurationError",
+    "Decision",
     "DecodeError",
     "IdentityProviderError",
     "InvalidKeyPart",
     "RBACABACError",
+    "RedisAttributeClient",
+    "Rule",
     "UserAttributes",
     "__version__",
+    "attribute",
+    "current_attributes",
+    "current_identity",
+    "enforce",
+    "exempt",
+    "permission",
+    "predicate",
+    "requires",
+    "requires_attribute",
+    "requires_permission",
+    "requires_role",
+    "role",
 ]

@@ -14,12 +14,9 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .errors import DecodeError, InvalidKeyPart
-
-if TYPE_CHECKING:
-    import redis
 
 #: Bumped whenever the JSON layout of :class:`UserAttributes` changes incompatibly.
 SCHEMA_VERSION = 1
@@ -285,9 +282,7 @@ return 1
 """
 
 
-def store_attributes(
-    client: redis.Redis[Any] | Any, attrs: UserAttributes, ttl: int, prefix: str
-) -> bool:
+def store_attributes(client: Any, attrs: UserAttributes, ttl: int, prefix: str) -> bool:
     """Write ``attrs`` with ``ttl`` seconds unless Redis holds a newer version.
 
     Returns ``True`` when written, ``False`` when a newer value was kept.
@@ -296,6 +291,6 @@ def store_attributes(
     return bool(client.eval(_STORE_IF_NEWER, 1, key, attrs.to_json(), int(ttl), attrs.version))
 
 
-def publish_invalidation(client: redis.Redis[Any] | Any, message: Invalidation, prefix: str) -> int:
+def publish_invalidation(client: Any, message: Invalidation, prefix: str) -> int:
     """Announce a change to every service process; returns the number of receivers."""
     return int(client.publish(invalidation_channel(prefix), message.to_json()))

@@ -81,10 +81,10 @@ def connect(url: str, *, timeout: float = DEFAULT_TIMEOUT, retries: int = 1) -> 
         sentinel_kwargs = _timeouts(timeout, retries)
         if "sentinel_password" in options:
             sentinel_kwargs["password"] = options["sentinel_password"]
-        sentinel = Sentinel(
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
             _hosts(parts.netloc, 26379), sentinel_kwargs=sentinel_kwargs, **_timeouts(timeout, 0)
         )
-        return sentinel.master_for(path[0], **conn)
+        return sentinel.master_for(path[0], **conn)  # type: ignore[no-untyped-call]
     raise ConfigurationError(
         f"RBAC_ABAC_REDIS_URL: unsupported scheme {scheme!r}; use one of "
         + ", ".join(s + "://" for s in _PLAIN + _SENTINEL + _CLUSTER)

@@ -1,0 +1,401 @@
+"""``RedisAttributeClient``: attributes through L1 (in process) -> L2 (Redis) -> the IdP.
+
+The lookup path, in order:
+
+1. L1 fresh hit: no I/O at all.
+2. L2 (one ``GET``): decoded and validated; a value that fails to decode is a miss.
+3. Miss with auto-refresh: one caller per key asks the IdP (single-flight in this process, a
+   short Redis lease across processes); the IdP writes Redis and answers with the value.
+4. The IdP failed: a stale L1 value no older than ``max_stale`` past its freshness is served,
+   flagged and counted; otherwise :class:`AttributesUnavailable` (the caller answers 503).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import requests
+from redis.exceptions import RedisClusterException, RedisError
+
+from . import signals
+from .codec import (
+    DEFAULT_KEY_PREFIX,
+    Invalidation,
+    UserAttributes,
+    attributes_key,
+    lease_key,
+    publish_invalidation,
+    store_attributes,
+    validate_prefix,
+    validate_service_name,
+    validate_user_id,
+)
+from .config import DEFAULT_CACHE_TTL, DEFAULT_IDP_URL, DEFAULT_REDIS_URL
+from .connection import DEFAULT_TIMEOUT, connect
+from .errors import AttributesUnavailable, DecodeError, IdentityProviderError
+from .idp import CircuitBreaker, IdentityProviderClient
+from .invalidation import Subscriber
+from .local_cache import Key, LocalCache
+from .metrics import Stats
+
+log = logging.getLogger(__name__)
+
+REDIS_ERRORS = (RedisError, RedisClusterException, OSError)
+#: How long another process's refresh lease is waited for before refreshing anyway.
+LEASE_WAIT = 1.0
+LEASE_POLL = 0.02
+
+
+class _Flight:
+    """One in-progress refresh that other threads wait on."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: UserAttributes | None = None
+        self.error: BaseException | None = None
+
+
+class RedisAttributeClient:
+    """Loads and caches :class:`UserAttributes` for one service (usable outside Flask).
+
+    :param redis_url: ``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://`` or
+        ``redis+cluster://`` URL; ignored when ``redis`` is given.
+    :param service_name: the default service for lookups.
+    :param ttl: seconds an entry lives in Redis (``RBAC_ABAC_CACHE_TTL``).
+    :param identity_provider_url: base URL of the IdP, for auto-refresh.
+    :param service_token: this service's token at the IdP.
+    :param redis: an existing redis-py (or fakeredis) client to use instead of ``redis_url``.
+    :param invalidation: run the invalidation subscriber (started lazily by :meth:`listen`).
+    """
+
+    def __init__(
+        self,
+        redis_url: str = DEFAULT_REDIS_URL,
+        *,
+        service_name: str,
+        ttl: int = DEFAULT_CACHE_TTL,
+        identity_provider_url: str = DEFAULT_IDP_URL,
+        service_token: str | None = None,
+        key_prefix: str = DEFAULT_KEY_PREFIX,
+        auto_refresh: bool = True,
+        local_cache_size: int = 10000,
+        local_cache_ttl: float = 60,
+        max_stale: float = 300,
+        redis_timeout: float = DEFAULT_TIMEOUT,
+        idp_timeout: tuple[float, float] = (0.5, 3.0),
+        invalidation: bool = True,
+        redis: Any = None,
+        session: requests.Session | None = None,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.service_name = validate_service_name(service_name)
+        self.key_prefix = validate_prefix(key_prefix)
+        self.ttl = int(ttl)
+        self.auto_refresh = auto_refresh
+        self.redis_url = redis_url
+        self.redis = redis if redis is not None else connect(redis_url, timeout=redis_timeout)
+        self._redis_timeout = redis_timeout
+        self._own_redis = redis is None
+        self.local = LocalCache(local_cache_size, local_cache_ttl, max_stale, timer=timer)
+        self.idp = IdentityProviderClient(
+            identity_provider_url,
+            service_token=service_token,
+            timeout=idp_timeout,
+            breaker=CircuitBreaker(timer=timer),
+            session=session,
+        )
+        self.metrics = Stats()
+        self._flights: dict[Key, _Flight] = {}
+        self._flights_lock = threading.Lock()
+        self.subscriber: Subscriber | None = None
+        if invalidation:
+            self.subscriber = Subscriber(
+                self._subscriber_redis,
+                self.key_prefix,
+                on_message=self._on_invalidation,
+                on_connect=self.local.clear,
+            )
+
+    # -- keys -------------------------------------------------------------------------------
+
+    def _key(self, user_id: object, service_name: str | None) -> Key:
+        service = self.service_name if service_name is None else validate_service_name(service_name)
+        return (service, validate_user_id(user_id))
+
+    def key(self, user_id: int | str, service_name: str | None = None) -> str:
+        """The Redis key of one entry."""
+        service, user = self._key(user_id, service_name)
+        return attributes_key(self.key_prefix, service, user)
+
+    # -- the lookup path --------------------------------------------------------------------
+
+    def get_user_attributes(
+        self, user_id: int | str, service_name: str | None = None, auto_refresh: bool = True
+    ) -> UserAttributes | None:
+        """The user's attributes in ``service_name`` (default: this client's service).
+
+        Returns ``None`` when nothing is cached and ``auto_refresh`` is off, or when the IdP says
+        the user is unknown or inactive. Raises :class:`AttributesUnavailable` when the
+        attributes cannot be obtained, and :class:`InvalidKeyPart` for a malformed id or name.
+        """
+        started = time.perf_counter()
+        key = self._key(user_id, service_name)
+        try:
+            attrs = self.local.get(key)
+            if attrs is not None:
+                self.metrics.incr("l1_hits")
+                return attrs
+            self.metrics.incr("l1_misses")
+            ticket = self.local.ticket(key)
+            attrs, redis_ok = self._read_l2(key)
+            if attrs is not None:
+                self.metrics.incr("l2_hits")
+                self.local.put(key, attrs, ticket)
+                return attrs
+            self.metrics.incr("l2_misses")
+            if not (auto_refresh and self.auto_refresh):
+                return None
+            return self._refresh_single_flight(key, redis_ok)
+        finally:
+            self.metrics.observe_lookup(time.perf_counter() - started)
+
+    def _read_l2(self, key: Key) -> tuple[UserAttributes | None, bool]:
+        """``(attrs or None, redis_ok)``."""
+        redis_key = attributes_key(self.key_prefix, *key)
+        try:
+            raw = self.redis.get(redis_key)
+        except REDIS_ERRORS as exc:
+            self.metrics.incr("redis_errors")
+            log.warning("Redis GET failed, going to the identity provider: %s", exc)
+            return None, False
+        if raw is None:
+            return None, True
+        try:
+            attrs = UserAttributes.from_json(raw)
+        except DecodeError as exc:
+            self.metrics.incr("decode_errors")
+            log.warning("undecodable value at %s treated as a miss: %s", redis_key, exc)
+            return None, True
+        if (attrs.service_name, attrs.user_id) != key:
+            self.metrics.incr("decode_errors")
+            log.warning("value at %s belongs to another key; treated as a miss", redis_key)
+            return None, True
+        return attrs, True
+
+    def _refresh_single_flight(self, key: Key, redis_ok: bool) -> UserAttributes | None:
+        with self._flights_lock:
+            flight = self._flights.get(key)
+            leader = flight is None
+            if flight is None:
+                flight = self._flights[key] = _Flight()
+        if not leader:
+            self.metrics.incr("refresh_waits")
+            if not flight.done.wait(sum(self.idp.timeout) + LEASE_WAIT + 1.0):
+                raise AttributesUnavailable("timed out waiting for a concurrent refresh")
+            if flight.error is not None:
+                raise flight.error
+            return flight.result
+        try:
+            flight.result = self._refresh(key, redis_ok)
+            return flight.result
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            flight.done.set()
+            with self._flights_lock:
+                self._flights.pop(key, None)
+
+    def _refresh(self, key: Key, redis_ok: bool) -> UserAttributes | None:
+        ticket = self.local.ticket(key)
+        token = None
+        if redis_ok:
+            token, attrs = self._acquire_lease(key)
+            if attrs is not None:
+                self.local.put(key, attrs, ticket)
+                return attrs
+        try:
+            self.metrics.incr("auto_refreshes")
+            attrs = self._call_idp(key)
+        except IdentityProviderError:
+            stale = self._stale(key)
+            if stale is not None:
+                return stale
+            raise
+        finally:
+            if token is not None:
+                self._release_lease(key, token)
+        if attrs is None:
+            self.local.evict(key)
+            return None
+        self.local.put(key, attrs, ticket)
+        signals.attributes_refreshed.send(self, attributes=attrs, manual=False)
+        return attrs
+
+    def _acquire_lease(self, key: Key) -> tuple[str | None, UserAttributes | None]:
+        """Take the cross-process lease, or wait for its holder's result in Redis."""
+        name = lease_key(self.key_prefix, *key)
+        token = uuid.uuid4().hex
+        lease_ms = int((sum(self.idp.timeout) + 1.0) * 1000)
+        deadline = time.monotonic() + LEASE_WAIT
+        try:
+            while True:
+                if self.redis.set(name, token, nx=True, px=lease_ms):
+                    return token, None
+                time.sleep(LEASE_POLL)
+                attrs, ok = self._read_l2(key)
+                if attrs is not None or not ok:
+                    return None, attrs
+                if time.monotonic() >= deadline:
+                    return None, None  # the holder is slow or gone: refresh ourselves
+        except REDIS_ERRORS:
+            self.metrics.incr("redis_errors")
+            return None, None
+
+    def _release_lease(self, key: Key, token: str) -> None:
+        name = lease_key(self.key_prefix, *key)
+        try:
+            # Compare-and-delete, so an expired lease taken by another process is left alone.
+            self.redis.eval(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+                "return redis.call('DEL', KEYS[1]) end return 0",
+                1,
+                name,
+                token,
+            )
+        except REDIS_ERRORS:
+            self.metrics.incr("redis_errors")
+
+    def _call_idp(self, key: Key) -> UserAttributes | None:
+        service, user = key
+        try:
+            attrs = self.idp.refresh(user, service)
+        except IdentityProviderError as exc:
+            self.metrics.incr("idp_errors")
+            if "circuit breaker" in str(exc):
+                self.metrics.incr("breaker_rejections")
+            log.warning("identity provider refresh of %s/%s failed: %s", service, user, exc)
+            raise
+        if attrs is None:
+            self.metrics.incr("idp_not_found")
+        return attrs
+
+    def _stale(self, key: Key) -> UserAttributes | None:
+        found = self.local.get_stale(key)
+        if found is None:
+            return None
+        attrs, age = found
+        if age > self.local.ttl + self.local.max_stale:
+            return None
+        self.metrics.incr("stale_served")
+        log.warning("serving %s/%s %.0f s stale: the IdP is failing", key[0], key[1], age)
+        signals.stale_served.send(self, attributes=attrs, age=age)
+        return attrs
+
+    # -- writes and explicit refreshes ------------------------------------------------------
+
+    def set_user_attributes(self, attrs: UserAttributes, ttl: int | None = None) -> bool:
+        """Write ``attrs`` to Redis (unless it holds a newer version) and to L1.
+
+        Raises redis-py's errors when Redis cannot be written.
+        """
+        key = self._key(attrs.user_id, attrs.service_name)
+        ticket = self.local.ticket(key)
+        written = store_attributes(self.redis, attrs, ttl or self.ttl, self.key_prefix)
+        if written:
+            self.local.put(key, attrs, ticket)
+        return written
+
+    def invalidate(self, user_id: int | str, service_name: str | None = None) -> None:
+        """Delete one entry from Redis and L1, and tell the other processes to drop theirs."""
+        key = self._key(user_id, service_name)
+        self.local.evict(key)
+        self.redis.delete(attributes_key(self.key_prefix, *key))
+        publish_invalidation(self.redis, Invalidation(key[1], key[0]), self.key_prefix)
+
+    def refresh_user_attributes_from_identity_provider(
+        self, user_id: int | str, service_name: str | None = None
+    ) -> UserAttributes | None:
+        """Ask the IdP to rebuild the entry now (it writes Redis); ``None`` for an unknown or
+        inactive user. Raises :class:`IdentityProviderError` when the IdP fails."""
+        key = self._key(user_id, service_name)
+        ticket = self.local.ticket(key)
+        self.metrics.incr("manual_refreshes")
+        attrs = self._call_idp(key)
+        if attrs is None:
+            self.local.evict(key)
+            return None
+        self.local.put(key, attrs, ticket)
+        signals.attributes_refreshed.send(self, attributes=attrs, manual=True)
+        return attrs
+
+    # -- invalidation -----------------------------------------------------------------------
+
+    def _subscriber_redis(self) -> Any:
+        if self._own_redis:
+            return connect(self.redis_url, timeout=self._redis_timeout, retries=0)
+        return self.redis
+
+    def listen(self) -> None:
+        """Make sure this process's invalidation subscriber runs (cheap; call per request)."""
+        if self.subscriber is not None:
+            self.subscriber.ensure_started()
+
+    def _on_invalidation(self, message: Invalidation) -> None:
+        if message.service_name is None:
+            self.local.evict_user(message.user_id)
+        else:
+            self.local.evict((message.service_name, message.user_id), message.version)
+        self.metrics.incr("invalidations")
+        signals.cache_invalidated.send(
+            self,
+            user_id=message.user_id,
+            service_name=message.service_name,
+            version=message.version,
+        )
+
+    # -- operations -------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Counters, hit ratio, average lookup time, L1 size and breaker state."""
+        out = self.metrics.snapshot()
+        out["l1_size"] = len(self.local)
+        out["breaker"] = self.idp.breaker.state
+        out["breaker_open"] = out["breaker"] == "open"
+        return out
+
+    def health_check(self) -> dict[str, Any]:
+        """Redis reachable (with latency), IdP reachable, subscriber alive."""
+        started = time.perf_counter()
+        redis_state: dict[str, Any]
+        try:
+            self.redis.ping()
+            redis_state = {
+                "ok": True,
+                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+            }
+        except REDIS_ERRORS as exc:
+            redis_state = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        idp_state = self.idp.health()
+        subscriber = self.subscriber.state() if self.subscriber is not None else {"enabled": False}
+        subscriber_ok = self.subscriber is None or bool(subscriber["connected"])
+        return {
+            "healthy": bool(redis_state["ok"] and idp_state["ok"] and subscriber_ok),
+            "service_name": self.service_name,
+            "redis": redis_state,
+            "identity_provider": idp_state,
+            "subscriber": subscriber,
+        }
+
+    def close(self) -> None:
+        """Stop the subscriber and release connections."""
+        if self.subscriber is not None:
+            self.subscriber.stop()
+        self.idp.close()
+        if self._own_redis:
+            self.redis.close()

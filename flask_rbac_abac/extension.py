@@ -1,0 +1,257 @@
+"""The Flask extension: configuration, the before-request hook and the decision responses.
+
+A request to a protected view goes: identity (401 without one) -> attributes through the client
+(503 when they cannot be obtained, 403 for a user unknown to the IdP) -> the view's rule (403 with
+the reason when it denies). Unknown is never allowed.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn, TypeVar
+
+import requests
+from flask import Flask, current_app, g, jsonify, make_response, request
+from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import abort
+
+from . import config, signals
+from .client import RedisAttributeClient
+from .codec import UserAttributes, validate_user_id
+from .errors import AttributesUnavailable, InvalidKeyPart
+from .identity import JWTVerifier
+from .metrics import prometheus_text
+from .rules import Context, Decision, Rule
+
+log = logging.getLogger(__name__)
+audit = logging.getLogger("flask_rbac_abac.audit")
+
+IdentityLoader = Callable[[], Any]
+L = TypeVar("L", bound=IdentityLoader)
+
+
+@dataclass
+class _AppState:
+    settings: config.Settings
+    client: RedisAttributeClient
+    verifier: JWTVerifier | None
+
+
+def _abort(status: int, error: str, reason: str, **headers: str) -> NoReturn:
+    body = jsonify({"success": False, "error": error, "reason": reason})
+    response = make_response(body, status)
+    response.headers.update(headers)
+    abort(response)
+
+
+class RBACABAC:
+    """Authorize requests by roles, permissions and attributes.
+
+    ``RBACABAC(app)`` or ``rbac = RBACABAC(); rbac.init_app(app)``. One instance may serve
+    several apps; each app gets its own configuration and client.
+    """
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        redis: Any = None,
+        session: requests.Session | None = None,
+    ) -> None:
+        self._states: weakref.WeakKeyDictionary[Flask, _AppState] = weakref.WeakKeyDictionary()
+        self._identity_loader: IdentityLoader | None = None
+        if app is not None:
+            self.init_app(app, redis=redis, session=session)
+
+    def init_app(
+        self, app: Flask, *, redis: Any = None, session: requests.Session | None = None
+    ) -> None:
+        """Validate the app's configuration, create its client and register the hook.
+
+        :param redis: a redis-py compatible client to use instead of ``RBAC_ABAC_REDIS_URL``.
+        :param session: a ``requests.Session`` for calls to the identity provider.
+        :raises RuntimeError: when the app already has the extension.
+        :raises ConfigurationError: naming the key that is missing or malformed.
+        """
+        if "rbac_abac" in app.extensions:
+            raise RuntimeError("flask_rbac_abac is already registered on this app")
+        settings = config.load(app.config)
+        client = RedisAttributeClient(
+            settings.redis_url,
+            service_name=settings.service_name,
+            ttl=settings.cache_ttl,
+            identity_provider_url=settings.identity_provider_url,
+            service_token=settings.service_token,
+            key_prefix=settings.key_prefix,
+            auto_refresh=settings.auto_refresh,
+            local_cache_size=settings.local_cache_size,
+            local_cache_ttl=settings.local_cache_ttl,
+            max_stale=settings.max_stale,
+            redis_timeout=settings.redis_timeout,
+            idp_timeout=settings.idp_timeout,
+            invalidation=settings.invalidation,
+            redis=redis,
+            session=session,
+        )
+        self._states[app] = _AppState(settings, client, self._verifier(settings))
+        app.extensions["rbac_abac"] = self
+        app.before_request(self._before_request)
+
+        from .cli import rbac_abac_cli
+
+        app.cli.add_command(rbac_abac_cli)
+
+    @staticmethod
+    def _verifier(settings: config.Settings) -> JWTVerifier | None:
+        key, algorithm = settings.jwt_secret, "HS256"
+        if settings.jwt_public_key:
+            key, algorithm = settings.jwt_public_key, "RS256"
+        if not key:
+            log.warning(
+                "neither RBAC_ABAC_JWT_SECRET nor RBAC_ABAC_JWT_PUBLIC_KEY is set and no "
+                "identity_loader is registered yet: protected views will answer 401"
+            )
+            return None
+        return JWTVerifier(
+            key,
+            algorithm,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            cache_size=settings.token_cache_size,
+        )
+
+    def _state(self, app: Flask | None = None) -> _AppState:
+        target = app if app is not None else current_app._get_current_object()  # type: ignore[attr-defined]
+        try:
+            return self._states[target]
+        except KeyError:
+            raise RuntimeError("flask_rbac_abac is not initialised on this app") from None
+
+    @property
+    def client(self) -> RedisAttributeClient:
+        """The current app's :class:`RedisAttributeClient`."""
+        return self._state().client
+
+    def identity_loader(self, loader: L) -> L:
+        """Register ``loader() -> user id or None`` to replace the JWT bearer loader."""
+        self._identity_loader = loader
+        return loader
+
+    # -- the request path -------------------------------------------------------------------
+
+    def _before_request(self) -> ResponseReturnValue | None:
+        state = self._state()
+        state.client.listen()
+        if request.method == "OPTIONS" or request.endpoint is None:
+            return None
+        if request.endpoint in state.settings.exempt_endpoints:
+            return None
+        view = current_app.view_functions.get(request.endpoint)
+        if getattr(view, "_rbac_abac_exempt", False) or not getattr(view, "_rbac_abac_rules", None):
+            return None
+        self.load_current_attributes()
+        return None
+
+    def load_identity(self) -> int | str:
+        """The caller's user id, cached on ``g``; aborts with 401 JSON when there is none."""
+        cached: int | str | None = g.get("_rbac_abac_identity")
+        if cached is not None:
+            return cached
+        state = self._state()
+        identity: int | str | None = None
+        raw: Any = None
+        if self._identity_loader is not None:
+            try:
+                raw = self._identity_loader()
+            except Exception:
+                log.exception("identity loader raised; treating the caller as anonymous")
+                raw = None
+        elif state.verifier is not None:
+            raw = state.verifier.user_id(request.headers.get("Authorization"))
+        if raw is not None:
+            try:
+                identity = validate_user_id(raw)
+            except InvalidKeyPart:
+                log.warning("identity loader returned an invalid user id")
+                identity = None
+        if identity is None:
+            _abort(401, "authentication required", "no_identity", **{"WWW-Authenticate": "Bearer"})
+        g._rbac_abac_identity = identity
+        return identity
+
+    def load_current_attributes(self) -> UserAttributes:
+        """The caller's attributes, cached on ``g``; aborts 401, 403 or 503 (JSON)."""
+        attrs = g.get("_rbac_abac_attributes")
+        if attrs is not None:
+            return attrs  # type: ignore[no-any-return]
+        user_id = self.load_identity()
+        client = self._state().client
+        try:
+            attrs = client.get_user_attributes(user_id)
+        except AttributesUnavailable as exc:
+            log.warning("attributes unavailable for user %s: %s", user_id, exc)
+            _abort(503, "attributes temporarily unavailable", "attributes_unavailable")
+        if attrs is None:
+            self._record(Decision(False, "unknown", "unknown_user"), user_id, None)
+            _abort(
+                403,
+                f"user {user_id} has no attributes in service {client.service_name}",
+                "unknown_user",
+            )
+        g._rbac_abac_attributes = attrs
+        return attrs
+
+    def enforce(self, rule: Rule, user: UserAttributes, resource: Any = None) -> Decision:
+        """Evaluate ``rule``; record the decision; abort with 403 JSON when denied."""
+        environment = {
+            "method": request.method,
+            "path": request.path,
+            "endpoint": request.endpoint,
+            "remote_addr": request.remote_addr,
+        }
+        decision = rule.evaluate(Context(user, resource, environment))
+        self._record(decision, user.user_id, rule)
+        if not decision.allowed:
+            _abort(403, decision.reason, decision.code)
+        return decision
+
+    def deny_for_error(self, rule: Rule) -> NoReturn:
+        """A resource loader raised: deny (logged), never a 500 or an allow."""
+        log.exception("resource loader for %r raised; denying", rule)
+        decision = Decision(False, "the authorization rule failed", "rule_error")
+        self._record(decision, g.get("_rbac_abac_identity"), rule)
+        _abort(403, decision.reason, decision.code)
+
+    def _record(self, decision: Decision, user_id: Any, rule: Rule | None) -> None:
+        client = self._state().client
+        client.metrics.incr("allowed" if decision.allowed else "denied")
+        level = logging.DEBUG if decision.allowed else logging.INFO
+        audit.log(
+            level,
+            "%s user=%s service=%s endpoint=%s code=%s",
+            "allow" if decision.allowed else "deny",
+            user_id,
+            client.service_name,
+            request.endpoint,
+            decision.code,
+        )
+        signals.decision_made.send(
+            current_app._get_current_object(),  # type: ignore[attr-defined]
+            user_id=user_id,
+            allowed=decision.allowed,
+            reason=decision.reason,
+            rule=rule,
+        )
+
+    # -- operations -------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """The current app's counters (see :meth:`RedisAttributeClient.stats`)."""
+        return self.client.stats()
+
+    def prometheus(self) -> str:
+        """The current app's counters in Prometheus text format (needs prometheus_client)."""
+        return prometheus_text(self.stats(), self.client.service_name)

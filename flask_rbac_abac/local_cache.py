@@ -1,0 +1,129 @@
+"""L1: the in-process cache of decoded attributes.
+
+A bounded ``cachetools.TTLCache`` behind a lock. An entry is *fresh* for ``ttl`` seconds and may be
+served *stale* for ``max_stale`` more, only when the identity provider cannot be reached.
+
+Invalidations race with readers: a reader may fetch the old value from Redis just before the
+identity provider announces a change, then store it after the eviction. Every eviction therefore
+bumps a generation; a reader takes a :meth:`ticket` before it looks further and :meth:`put` refuses
+values whose ticket predates an eviction of that key.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Hashable
+from typing import NamedTuple
+
+from cachetools import TTLCache
+
+from .codec import UserAttributes
+
+Key = tuple[str, "int | str"]
+#: How long a key's eviction generation is remembered; longer than any in-flight lookup.
+_GENERATION_MEMORY = 300.0
+
+
+class Ticket(NamedTuple):
+    flushes: int
+    key_evictions: int
+    user_evictions: int
+
+
+class _Entry(NamedTuple):
+    attrs: UserAttributes
+    stored_at: float
+
+
+class LocalCache:
+    """Thread-safe L1 with fresh/stale windows and eviction generations.
+
+    :param maxsize: the most entries kept (least recently used go first).
+    :param ttl: seconds an entry is fresh.
+    :param max_stale: further seconds an entry may be served when the IdP fails.
+    :param timer: the clock, injectable so tests control time.
+    """
+
+    def __init__(
+        self,
+        maxsize: int,
+        ttl: float,
+        max_stale: float = 0.0,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl = ttl
+        self.max_stale = max_stale
+        self._timer = timer
+        self._lock = threading.Lock()
+        self._entries: TTLCache[Hashable, _Entry] = TTLCache(maxsize, ttl + max_stale, timer=timer)
+        self._generations: TTLCache[Hashable, int] = TTLCache(
+            maxsize, max(_GENERATION_MEMORY, ttl + max_stale), timer=timer
+        )
+        self._flushes = 0
+
+    def get(self, key: Key) -> UserAttributes | None:
+        """The fresh entry for ``key``, or ``None``. No I/O."""
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is not None and self._timer() - entry.stored_at < self.ttl:
+            return entry.attrs
+        return None
+
+    def get_stale(self, key: Key) -> tuple[UserAttributes, float] | None:
+        """The entry for ``key`` even past its freshness, with its age in seconds."""
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is None:
+            return None
+        return entry.attrs, self._timer() - entry.stored_at
+
+    def _ticket(self, key: Key) -> Ticket:
+        gens = self._generations
+        return Ticket(self._flushes, gens.get(key, 0), gens.get(("*", key[1]), 0))
+
+    def ticket(self, key: Key) -> Ticket:
+        """Take before reading further tiers; hand back to :meth:`put`."""
+        with self._lock:
+            return self._ticket(key)
+
+    def put(self, key: Key, attrs: UserAttributes, ticket: Ticket) -> bool:
+        """Store ``attrs`` unless ``key`` was evicted since ``ticket`` or holds a newer version."""
+        with self._lock:
+            if ticket != self._ticket(key):
+                return False
+            current = self._entries.get(key)
+            if current is not None and current.attrs.version > attrs.version:
+                return False
+            self._entries[key] = _Entry(attrs, self._timer())
+            return True
+
+    def evict(self, key: Key, version: int | None = None) -> bool:
+        """Drop ``key``, unless it already holds ``version`` or newer; ``True`` when dropped."""
+        with self._lock:
+            current = self._entries.get(key)
+            if version is not None and current is not None and current.attrs.version >= version:
+                return False
+            self._entries.pop(key, None)
+            self._generations[key] = self._generations.get(key, 0) + 1
+            return True
+
+    def evict_user(self, user_id: int | str) -> int:
+        """Evict ``user_id`` in every service; returns how many entries went."""
+        with self._lock:
+            keys = [k for k in list(self._entries.keys()) if k[1] == user_id]  # type: ignore[index]
+            for key in keys:
+                del self._entries[key]
+            user_key = ("*", user_id)
+            self._generations[user_key] = self._generations.get(user_key, 0) + 1
+        return len(keys)
+
+    def clear(self) -> None:
+        """Drop everything (the invalidation subscriber reconnected: messages may be lost)."""
+        with self._lock:
+            self._entries.clear()
+            self._flushes += 1
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)

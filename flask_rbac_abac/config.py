@@ -45,7 +45,6 @@ DEFAULTS: dict[str, Callable[[], Any]] = {
     "RBAC_ABAC_JWT_AUDIENCE": lambda: _env("RBAC_ABAC_JWT_AUDIENCE", DEFAULT_AUDIENCE),
     "RBAC_ABAC_JWT_ISSUER": lambda: _env("RBAC_ABAC_JWT_ISSUER", DEFAULT_ISSUER),
     "RBAC_ABAC_TOKEN_CACHE_SIZE": lambda: 10000,
-    "RBAC_ABAC_EXEMPT_ENDPOINTS": lambda: (),
 }
 
 
@@ -118,7 +117,6 @@ class Settings:
     jwt_audience: str
     jwt_issuer: str
     token_cache_size: int
-    exempt_endpoints: frozenset[str]
 
 
 def load(config: MutableMapping[str, Any]) -> Settings:
@@ -161,9 +159,6 @@ def load(config: MutableMapping[str, Any]) -> Settings:
     token = config["RBAC_ABAC_SERVICE_TOKEN"]
     if token is not None and not isinstance(token, str):
         raise ConfigurationError("RBAC_ABAC_SERVICE_TOKEN must be a string")
-    exempt = config["RBAC_ABAC_EXEMPT_ENDPOINTS"]
-    if isinstance(exempt, str) or not all(isinstance(e, str) for e in exempt):
-        raise ConfigurationError("RBAC_ABAC_EXEMPT_ENDPOINTS must be a list of endpoint names")
     for key in ("RBAC_ABAC_REDIS_URL", "RBAC_ABAC_JWT_AUDIENCE", "RBAC_ABAC_JWT_ISSUER"):
         if not isinstance(config[key], str) or not config[key]:
             raise ConfigurationError(f"{key} must be a non-empty string")
@@ -196,5 +191,4 @@ def load(config: MutableMapping[str, Any]) -> Settings:
         token_cache_size=positive_int(
             config["RBAC_ABAC_TOKEN_CACHE_SIZE"], "RBAC_ABAC_TOKEN_CACHE_SIZE"
         ),
-        exempt_endpoints=frozenset(exempt),
     )

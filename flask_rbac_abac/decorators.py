@@ -102,18 +102,11 @@ def requires_attribute(name: str, expected: Any) -> Callable[[F], F]:
     return requires(attribute(name, expected))
 
 
-def exempt(view: F) -> F:
-    """Never load identity or attributes for this view (health checks, login pages)."""
-    view._rbac_abac_exempt = True  # type: ignore[attr-defined]
-    return view
-
-
 __all__ = [
     "Context",
     "current_attributes",
     "current_identity",
     "enforce",
-    "exempt",
     "requires",
     "requires_attribute",
     "requires_permission",

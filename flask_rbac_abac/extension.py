@@ -147,11 +147,9 @@ class RBACABAC:
         state.client.listen()
         if request.method == "OPTIONS" or request.endpoint is None:
             return None
-        if request.endpoint in state.settings.exempt_endpoints:
-            return None
         view = current_app.view_functions.get(request.endpoint)
-        if getattr(view, "_rbac_abac_exempt", False) or not getattr(view, "_rbac_abac_rules", None):
-            return None
+        if not getattr(view, "_rbac_abac_rules", None):
+            return None  # not a protected view: nothing to load
         self.load_current_attributes()
         return None
 

@@ -58,3 +58,89 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# -- the library's shared fixtures ----------------------------------------------------------
+
+IDP = "http://idp.test"
+SERVICE = "billing_api"
+JWT_SECRET = "test-secret-" + "x" * 32
+
+
+@pytest.fixture(params=["fakeredis", "redis"])
+def backend(request: pytest.FixtureRequest, key_prefix: str) -> Iterator[redis.Redis]:
+    """The same behaviour suite runs on fakeredis and on the real Redis."""
+    if request.param == "fakeredis":
+        import fakeredis
+
+        yield fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    else:
+        yield request.getfixturevalue("real_redis")
+
+
+class FakeIdP:
+    """A `responses`-mocked identity provider that writes Redis as the real one does."""
+
+    def __init__(self, mock, client: redis.Redis, prefix: str, ttl: int = 86400) -> None:
+        from flask_rbac_abac.codec import UserAttributes
+
+        self.users: dict[tuple[str, int], dict] = {}
+        self.client = client
+        self.prefix = prefix
+        self.ttl = ttl
+        self.requests: list[dict] = []
+        self._attrs = UserAttributes
+        mock.add_callback("POST", IDP + "/api/refresh-user-cache/", callback=self._refresh)
+
+    def add(self, user_id: int, service: str = SERVICE, **fields) -> None:
+        self.users[(service, user_id)] = fields
+
+    def _refresh(self, request):
+        import json
+
+        from flask_rbac_abac.codec import store_attributes
+
+        body = json.loads(request.body)
+        self.requests.append({"body": body, "auth": request.headers.get("Authorization")})
+        fields = self.users.get((body["service_name"], body["user_id"]))
+        if fields is None:
+            error = f"user {body['user_id']} not found or inactive"
+            return 404, {}, json.dumps({"success": False, "error": error})
+        attrs = self._attrs(user_id=body["user_id"], service_name=body["service_name"], **fields)
+        store_attributes(self.client, attrs, self.ttl, self.prefix)
+        answer = {
+            "success": True,
+            "user_id": attrs.user_id,
+            "service_name": attrs.service_name,
+            "attributes": attrs.to_dict(),
+            "version": attrs.version,
+            "ttl": self.ttl,
+        }
+        return 200, {}, json.dumps(answer)
+
+
+@pytest.fixture
+def idp(backend: redis.Redis, key_prefix: str) -> Iterator[FakeIdP]:
+    import responses
+
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield FakeIdP(mock, backend, key_prefix)
+
+
+def make_token(user_id: object, secret: str = JWT_SECRET, **claims: object) -> str:
+    import time
+
+    import jwt
+
+    payload = {
+        "sub": str(user_id),
+        "aud": "rbac-abac",
+        "iss": "rbac-abac-idp",
+        "exp": int(time.time()) + 300,
+    }
+    payload.update(claims)
+    return jwt.encode(payload, secret, algorithm="HS256")
+
+
+def bearer(user_id: object, **claims: object) -> dict[str, str]:
+    return {"Authorization": "Bearer " + make_token(user_id, **claims)}

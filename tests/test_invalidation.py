@@ -1,0 +1,172 @@
+"""The invalidation subscriber on a real Redis: eviction, reconnect flush, fork safety."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import warnings
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from flask_rbac_abac import RedisAttributeClient, UserAttributes
+from flask_rbac_abac.codec import Invalidation, publish_invalidation
+
+from .conftest import IN_CI, REDIS_URL, SERVICE
+
+
+def wait_for(check, seconds: float = 2.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def attrs(user_id: int, version: int = 1, service: str = SERVICE) -> UserAttributes:
+    return UserAttributes(user_id=user_id, service_name=service, roles=["admin"], version=version)
+
+
+@pytest.fixture
+def listening(real_redis, key_prefix) -> Iterator[RedisAttributeClient]:
+    client = RedisAttributeClient(REDIS_URL, service_name=SERVICE, key_prefix=key_prefix)
+    client.listen()
+    assert client.subscriber.wait_until_subscribed(2.0)
+    yield client
+    client.close()
+
+
+def test_message_evicts_matching_entry_only(listening, real_redis, key_prefix) -> None:
+    listening.set_user_attributes(attrs(1))
+    listening.set_user_attributes(attrs(2))
+    publish_invalidation(real_redis, Invalidation(1, SERVICE, 2), key_prefix)
+    assert wait_for(lambda: listening.local.get((SERVICE, 1)) is None)
+    assert listening.local.get((SERVICE, 2)) is not None
+    assert listening.stats()["invalidations"] == 1
+    state = listening.health_check()["subscriber"]
+    assert state["connected"] is True and state["messages"] == 1
+
+
+def test_older_version_message_keeps_newer_entry(listening, real_redis, key_prefix) -> None:
+    listening.set_user_attributes(attrs(1, version=5))
+    publish_invalidation(real_redis, Invalidation(1, SERVICE, 4), key_prefix)
+    assert wait_for(lambda: listening.stats()["invalidations"] == 1)
+    assert listening.local.get((SERVICE, 1)) is not None
+
+
+def test_all_services_message(listening, real_redis, key_prefix) -> None:
+    listening.set_user_attributes(attrs(1))
+    listening.set_user_attributes(attrs(1, service="other_api"))
+    publish_invalidation(real_redis, Invalidation(1, None, None), key_prefix)
+    assert wait_for(lambda: len(listening.local) == 0)
+
+
+def test_malformed_messages_are_ignored(listening, real_redis, key_prefix) -> None:
+    listening.set_user_attributes(attrs(1))
+    real_redis.publish(f"{key_prefix}:invalidate", b"\x80not json")
+    publish_invalidation(real_redis, Invalidation(2, SERVICE, None), key_prefix)
+    assert wait_for(lambda: listening.stats()["invalidations"] == 1)
+    assert listening.local.get((SERVICE, 1)) is not None
+    assert listening.subscriber.state()["connected"] is True
+
+
+def test_revocation_reaches_another_process_cache_within_a_second(real_redis, key_prefix) -> None:
+    """Two clients stand for two service processes sharing Redis."""
+    reader = RedisAttributeClient(REDIS_URL, service_name=SERVICE, key_prefix=key_prefix)
+    writer = RedisAttributeClient(
+        REDIS_URL, service_name=SERVICE, key_prefix=key_prefix, invalidation=False
+    )
+    try:
+        reader.listen()
+        assert reader.subscriber.wait_until_subscribed(2.0)
+        writer.set_user_attributes(attrs(1))
+        assert reader.get_user_attributes(1, auto_refresh=False).roles == ("admin",)
+        started = time.monotonic()
+        writer.invalidate(1)
+        assert wait_for(lambda: reader.get_user_attributes(1, auto_refresh=False) is None, 1.0)
+        assert time.monotonic() - started < 1.0
+    finally:
+        reader.close()
+        writer.close()
+
+
+@pytest.fixture
+def own_redis(free_port, tmp_path) -> Iterator[tuple[str, callable]]:
+    """A redis-server of this test's own, so it can be killed and restarted."""
+    if shutil.which("redis-server") is None:
+        if IN_CI:
+            pytest.fail("redis-server is required under CI=true")
+        pytest.skip("redis-server not installed")
+    procs = []
+
+    def start() -> None:
+        argv = ["redis-server", "--port", str(free_port), "--bind", "127.0.0.1", "--save", ""]
+        argv += ["--appendonly", "no", "--dir", str(tmp_path)]
+        procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL))
+        url = f"redis://127.0.0.1:{free_port}/0"
+        assert wait_for(lambda: _pings(url), 5.0), "redis-server did not start"
+
+    def stop() -> None:
+        procs[-1].terminate()
+        procs[-1].wait(5)
+
+    start()
+    yield f"redis://127.0.0.1:{free_port}/0", start, stop
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+
+def _pings(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.2).ping())
+    except redis.RedisError:
+        return False
+
+
+def test_redis_restart_flushes_l1_and_resubscribes(own_redis) -> None:
+    url, start, stop = own_redis
+    client = RedisAttributeClient(url, service_name=SERVICE)
+    try:
+        client.listen()
+        assert client.subscriber.wait_until_subscribed(2.0)
+        client.set_user_attributes(attrs(1))
+        assert client.local.get((SERVICE, 1)) is not None
+        stop()
+        assert wait_for(lambda: client.subscriber.state()["connected"] is False, 3.0)
+        start()
+        # Messages sent while it was away are lost, so the whole L1 goes on reconnect.
+        assert wait_for(lambda: client.subscriber.state()["connects"] == 2, 5.0)
+        assert client.local.get((SERVICE, 1)) is None
+        client.set_user_attributes(attrs(1, version=2))
+        publish_invalidation(redis.Redis.from_url(url), Invalidation(1, SERVICE, 3), "rbac_abac")
+        assert wait_for(lambda: client.local.get((SERVICE, 1)) is None)
+        assert client.health_check()["subscriber"]["connected"] is True
+    finally:
+        client.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_subscriber_restarts_in_a_forked_child(listening) -> None:
+    read, write = os.pipe()
+    with warnings.catch_warnings():
+        # Python 3.12+ warns about fork() in a threaded process; gunicorn forks just so.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        try:
+            before = listening.subscriber.state()["alive"]
+            listening.listen()
+            ok = listening.subscriber.wait_until_subscribed(2.0)
+            os.write(write, f"{before},{ok}".encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    assert os.read(read, 100) == b"False,True"
+    os.close(read)

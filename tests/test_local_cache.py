@@ -1,0 +1,81 @@
+"""L1: freshness, the stale window, version ordering and the eviction race."""
+
+from __future__ import annotations
+
+from flask_rbac_abac import UserAttributes
+from flask_rbac_abac.local_cache import LocalCache
+
+KEY = ("billing_api", 7)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def attrs(version: int, *roles: str) -> UserAttributes:
+    return UserAttributes(
+        user_id=7, service_name="billing_api", roles=roles, version=version, fetched_at=1.0
+    )
+
+
+def test_fresh_then_stale_then_gone() -> None:
+    clock = Clock()
+    cache = LocalCache(10, ttl=60, max_stale=30, timer=clock)
+    cache.put(KEY, attrs(1), cache.ticket(KEY))
+    assert cache.get(KEY) == attrs(1)
+    clock.now = 61
+    assert cache.get(KEY) is None
+    assert cache.get_stale(KEY) == (attrs(1), 61)
+    clock.now = 91
+    assert cache.get_stale(KEY) is None
+
+
+def test_older_version_never_replaces_newer() -> None:
+    cache = LocalCache(10, ttl=60)
+    assert cache.put(KEY, attrs(5, "admin"), cache.ticket(KEY))
+    assert not cache.put(KEY, attrs(4, "viewer"), cache.ticket(KEY))
+    assert cache.get(KEY).roles == ("admin",)
+    assert cache.put(KEY, attrs(5, "admin"), cache.ticket(KEY))
+
+
+def test_value_read_before_an_eviction_is_not_stored_after_it() -> None:
+    cache = LocalCache(10, ttl=60)
+    ticket = cache.ticket(KEY)  # a reader starts, fetches the old value from Redis ...
+    cache.evict(KEY)  # ... the IdP announces a change ...
+    assert not cache.put(KEY, attrs(1, "revoked"), ticket)  # ... the old value is refused
+    assert cache.get(KEY) is None
+    assert cache.put(KEY, attrs(2), cache.ticket(KEY))
+
+
+def test_user_wide_eviction_and_flush_also_invalidate_tickets() -> None:
+    cache = LocalCache(10, ttl=60)
+    other = ("other_api", 7)
+    cache.put(KEY, attrs(1), cache.ticket(KEY))
+    ticket = cache.ticket(other)
+    assert cache.evict_user(7) == 1
+    assert cache.get(KEY) is None
+    assert not cache.put(other, attrs(1), ticket)
+    ticket = cache.ticket(KEY)
+    cache.clear()
+    assert not cache.put(KEY, attrs(1), ticket)
+
+
+def test_versioned_eviction_keeps_an_entry_already_that_new() -> None:
+    cache = LocalCache(10, ttl=60)
+    cache.put(KEY, attrs(3), cache.ticket(KEY))
+    assert cache.evict(KEY, version=3) is False
+    assert cache.get(KEY) is not None
+    assert cache.evict(KEY, version=4) is True
+    assert cache.get(KEY) is None
+
+
+def test_bounded() -> None:
+    cache = LocalCache(2, ttl=60)
+    for user in (1, 2, 3):
+        key = ("s", user)
+        cache.put(key, UserAttributes(user_id=user, service_name="s"), cache.ticket(key))
+    assert len(cache) == 2

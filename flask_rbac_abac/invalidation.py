@@ -117,7 +117,7 @@ class Subscriber:
     def _listen(self, pubsub: Any) -> None:
         last_activity = time.monotonic()
         while not self._stop.is_set():
-            message = pubsub.get_message(timeout=1.0)
+            message = pubsub.get_message(timeout=0.25)
             now = time.monotonic()
             if message is None:
                 if now - last_activity > PING_EVERY:

@@ -143,6 +143,12 @@ class RedisAttributeClient:
         the user is unknown or inactive. Raises :class:`AttributesUnavailable` when the
         attributes cannot be obtained, and :class:`InvalidKeyPart` for a malformed id or name.
         """
+        if service_name is None:
+            # Only validated keys are ever stored, so a hit needs no validation (the hot path).
+            attrs = self.local.get((self.service_name, user_id))
+            if attrs is not None:
+                self.metrics.incr("l1_hits")
+                return attrs
         started = time.perf_counter()
         key = self._key(user_id, service_name)
         try:

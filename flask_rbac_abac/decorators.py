@@ -8,6 +8,7 @@ arguments. ``OPTIONS`` requests pass through so CORS preflights work.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -52,7 +53,7 @@ current_identity: int | str = cast("int | str", LocalProxy(_current_identity))
 
 def enforce(rule: Rule, resource: Any = None) -> Decision:
     """Evaluate ``rule`` for the current caller; abort with 403 JSON when it denies."""
-    return cast(Decision, _extension().enforce(rule, _current_attributes(), resource))
+    return cast(Decision, _extension().authorize(rule, resource))
 
 
 def requires(rule: Rule, *, resource: Callable[..., Any] | None = None) -> Callable[[F], F]:
@@ -66,9 +67,12 @@ def requires(rule: Rule, *, resource: Callable[..., Any] | None = None) -> Calla
         raise TypeError(f"requires() needs a rule, got {type(rule).__name__}")
 
     def decorator(view: F) -> F:
+        is_async = inspect.iscoroutinefunction(view)
+
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if request.method != "OPTIONS":
+                extension = _extension()
                 target = None
                 if resource is not None:
                     try:
@@ -76,9 +80,11 @@ def requires(rule: Rule, *, resource: Callable[..., Any] | None = None) -> Calla
                     except HTTPException:
                         raise
                     except Exception:
-                        _extension().deny_for_error(rule)
-                enforce(rule, target)
-            return current_app.ensure_sync(view)(*args, **kwargs)
+                        extension.deny_for_error(rule)
+                extension.authorize(rule, target)
+            if is_async:
+                return current_app.ensure_sync(view)(*args, **kwargs)
+            return view(*args, **kwargs)
 
         rules = (*getattr(view, "_rbac_abac_rules", ()), rule)
         wrapper._rbac_abac_rules = rules  # type: ignore[attr-defined]

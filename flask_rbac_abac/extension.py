@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
 import requests
-from flask import Flask, current_app, g, jsonify, make_response, request
+from flask import Flask, Request, current_app, g, jsonify, make_response, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import abort
 
@@ -141,77 +141,85 @@ class RBACABAC:
         return loader
 
     # -- the request path -------------------------------------------------------------------
+    # Proxies (current_app, request, g) are resolved once per call: this runs on every request.
 
     def _before_request(self) -> ResponseReturnValue | None:
-        state = self._state()
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        state = self._state(app)
         state.client.listen()
-        if request.method == "OPTIONS" or request.endpoint is None:
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        if req.method == "OPTIONS" or req.endpoint is None:
             return None
-        view = current_app.view_functions.get(request.endpoint)
+        view = app.view_functions.get(req.endpoint)
         if not getattr(view, "_rbac_abac_rules", None):
             return None  # not a protected view: nothing to load
-        self.load_current_attributes()
+        self._load_attributes(state, req, g._get_current_object())
         return None
 
     def load_identity(self) -> int | str:
         """The caller's user id, cached on ``g``; aborts with 401 JSON when there is none."""
-        cached: int | str | None = g.get("_rbac_abac_identity")
+        return self._load_identity(
+            self._state(),
+            request._get_current_object(),  # type: ignore[attr-defined]
+            g._get_current_object(),
+        )
+
+    def _load_identity(self, state: _AppState, req: Request, ctx_g: Any) -> int | str:
+        cached: int | str | None = getattr(ctx_g, "_rbac_abac_identity", None)
         if cached is not None:
             return cached
-        state = self._state()
         identity: int | str | None = None
-        raw: Any = None
         if self._identity_loader is not None:
             try:
                 raw = self._identity_loader()
-            except Exception:
-                log.exception("identity loader raised; treating the caller as anonymous")
-                raw = None
-        elif state.verifier is not None:
-            raw = state.verifier.user_id(request.headers.get("Authorization"))
-        if raw is not None:
-            try:
-                identity = validate_user_id(raw)
+                identity = None if raw is None else validate_user_id(raw)
             except InvalidKeyPart:
                 log.warning("identity loader returned an invalid user id")
-                identity = None
+            except Exception:
+                log.exception("identity loader raised; treating the caller as anonymous")
+        elif state.verifier is not None:
+            identity = state.verifier.user_id(req.headers.get("Authorization"))
         if identity is None:
             _abort(401, "authentication required", "no_identity", **{"WWW-Authenticate": "Bearer"})
-        g._rbac_abac_identity = identity
+        ctx_g._rbac_abac_identity = identity
         return identity
 
     def load_current_attributes(self) -> UserAttributes:
         """The caller's attributes, cached on ``g``; aborts 401, 403 or 503 (JSON)."""
-        attrs = g.get("_rbac_abac_attributes")
+        return self._load_attributes(
+            self._state(),
+            request._get_current_object(),  # type: ignore[attr-defined]
+            g._get_current_object(),
+        )
+
+    def _load_attributes(self, state: _AppState, req: Request, ctx_g: Any) -> UserAttributes:
+        attrs: UserAttributes | None = getattr(ctx_g, "_rbac_abac_attributes", None)
         if attrs is not None:
-            return attrs  # type: ignore[no-any-return]
-        user_id = self.load_identity()
-        client = self._state().client
+            return attrs
+        user_id = self._load_identity(state, req, ctx_g)
+        client = state.client
         try:
             attrs = client.get_user_attributes(user_id)
         except AttributesUnavailable as exc:
             log.warning("attributes unavailable for user %s: %s", user_id, exc)
             _abort(503, "attributes temporarily unavailable", "attributes_unavailable")
         if attrs is None:
-            self._record(Decision(False, "unknown", "unknown_user"), user_id, None)
+            self._record(state, Decision(False, "unknown", "unknown_user"), user_id, None, req)
             _abort(
                 403,
                 f"user {user_id} has no attributes in service {client.service_name}",
                 "unknown_user",
             )
-        g._rbac_abac_attributes = attrs
+        ctx_g._rbac_abac_attributes = attrs
         return attrs
 
-    def enforce(self, rule: Rule, user: UserAttributes, resource: Any = None) -> Decision:
-        """Evaluate ``rule``; record the decision; abort with 403 JSON when denied."""
-        environment = {
-            "method": request.method,
-            "path": request.path,
-            "endpoint": request.endpoint,
-            "remote_addr": request.remote_addr,
-        }
-        decision = rule.evaluate(Context(user, resource, environment))
-        self._record(decision, user.user_id, rule)
+    def authorize(self, rule: Rule, resource: Any = None) -> Decision:
+        """Evaluate ``rule`` for the current caller; abort with 403 JSON when it denies."""
+        state = self._state()
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        user = self._load_attributes(state, req, g._get_current_object())
+        decision = rule.evaluate(Context(user, resource, req))
+        self._record(state, decision, user.user_id, rule, req)
         if not decision.allowed:
             _abort(403, decision.reason, decision.code)
         return decision
@@ -220,29 +228,34 @@ class RBACABAC:
         """A resource loader raised: deny (logged), never a 500 or an allow."""
         log.exception("resource loader for %r raised; denying", rule)
         decision = Decision(False, "the authorization rule failed", "rule_error")
-        self._record(decision, g.get("_rbac_abac_identity"), rule)
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        self._record(self._state(), decision, g.get("_rbac_abac_identity"), rule, req)
         _abort(403, decision.reason, decision.code)
 
-    def _record(self, decision: Decision, user_id: Any, rule: Rule | None) -> None:
-        client = self._state().client
+    def _record(
+        self, state: _AppState, decision: Decision, user_id: Any, rule: Rule | None, req: Request
+    ) -> None:
+        client = state.client
         client.metrics.incr("allowed" if decision.allowed else "denied")
         level = logging.DEBUG if decision.allowed else logging.INFO
-        audit.log(
-            level,
-            "%s user=%s service=%s endpoint=%s code=%s",
-            "allow" if decision.allowed else "deny",
-            user_id,
-            client.service_name,
-            request.endpoint,
-            decision.code,
-        )
-        signals.decision_made.send(
-            current_app._get_current_object(),  # type: ignore[attr-defined]
-            user_id=user_id,
-            allowed=decision.allowed,
-            reason=decision.reason,
-            rule=rule,
-        )
+        if audit.isEnabledFor(level):
+            audit.log(
+                level,
+                "%s user=%s service=%s endpoint=%s code=%s",
+                "allow" if decision.allowed else "deny",
+                user_id,
+                client.service_name,
+                req.endpoint,
+                decision.code,
+            )
+        if signals.decision_made.receivers:
+            signals.decision_made.send(
+                current_app._get_current_object(),  # type: ignore[attr-defined]
+                user_id=user_id,
+                allowed=decision.allowed,
+                reason=decision.reason,
+                rule=rule,
+            )
 
     # -- operations -------------------------------------------------------------------------
 

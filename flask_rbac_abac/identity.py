@@ -7,7 +7,6 @@ their ``exp``, so a hot token is not verified again on every request. Tokens are
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -51,7 +50,8 @@ class JWTVerifier:
         self._issuer = issuer
         self._leeway = leeway
         self._timer = timer
-        self._cache: LRUCache[bytes, tuple[int | str, float]] = LRUCache(cache_size)
+        # Keyed by the token itself: the process holds it for the request anyway.
+        self._cache: LRUCache[str, tuple[int | str, float]] = LRUCache(cache_size)
         self._lock = threading.Lock()
 
     def user_id(self, authorization: str | None) -> int | str | None:
@@ -62,15 +62,14 @@ class JWTVerifier:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             return None
-        digest = hashlib.sha256(token.encode()).digest()
         now = self._timer()
         with self._lock:
-            hit = self._cache.get(digest)
+            hit = self._cache.get(token)
         if hit is not None:
             if now < hit[1] + self._leeway:
                 return hit[0]
             with self._lock:
-                self._cache.pop(digest, None)
+                self._cache.pop(token, None)
             return None
         try:
             claims = jwt.decode(
@@ -87,5 +86,5 @@ class JWTVerifier:
             log.info("rejected bearer token: %s", type(exc).__name__)
             return None
         with self._lock:
-            self._cache[digest] = (user_id, float(claims["exp"]))
+            self._cache[token] = (user_id, float(claims["exp"]))
         return user_id

@@ -47,11 +47,14 @@ class Stats:
         with self._lock:
             out: dict[str, Any] = dict(self._counts)
             lookups, total = self._lookups, self._lookup_seconds
-        out["lookups"] = lookups
+        # Lookups that went past L1 are timed; L1 hits do no I/O and are only counted.
+        out["timed_lookups"] = lookups
         out["lookup_seconds_total"] = total
         out["lookup_avg_ms"] = (total / lookups * 1000.0) if lookups else 0.0
         hits = out["l1_hits"] + out["l2_hits"]
-        out["hit_ratio"] = hits / lookups if lookups else 0.0
+        total_lookups = out["l1_hits"] + out["l1_misses"]
+        out["lookups"] = total_lookups
+        out["hit_ratio"] = hits / total_lookups if total_lookups else 0.0
         return out
 
 

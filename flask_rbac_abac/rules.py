@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from types import TracebackType
 from typing import Any
 
@@ -34,11 +35,24 @@ ALLOW = Decision(True, "allowed", "allowed")
 
 @dataclass(frozen=True)
 class Context:
-    """What a rule may look at."""
+    """What a rule may look at: the caller, the resource, and the request it came with."""
 
     user: UserAttributes
     resource: Any = None
-    environment: Mapping[str, Any] = field(default_factory=dict)
+    request: Any = None
+
+    @cached_property
+    def environment(self) -> Mapping[str, Any]:
+        """Method, path, endpoint and remote address of the request (built on first use)."""
+        req = self.request
+        if req is None:
+            return {}
+        return {
+            "method": req.method,
+            "path": req.path,
+            "endpoint": req.endpoint,
+            "remote_addr": req.remote_addr,
+        }
 
 
 class Rule:

@@ -67,15 +67,36 @@ SERVICE = "billing_api"
 JWT_SECRET = "test-secret-" + "x" * 32
 
 
-@pytest.fixture(params=["fakeredis", "redis"])
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A three-node Redis Cluster of the suite's own, started once."""
+    from .servers import Cluster, require_redis_server
+
+    require_redis_server()
+    cluster = Cluster(tmp_path_factory.mktemp("cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["fakeredis", "redis", "cluster"])
 def backend(request: pytest.FixtureRequest, key_prefix: str) -> Iterator[redis.Redis]:
-    """The same behaviour suite runs on fakeredis and on the real Redis."""
+    """The same behaviour suite runs on fakeredis, the real Redis and a Redis Cluster."""
     if request.param == "fakeredis":
         import fakeredis
 
         yield fakeredis.FakeRedis(server=fakeredis.FakeServer())
-    else:
+    elif request.param == "redis":
         yield request.getfixturevalue("real_redis")
+    else:
+        from flask_rbac_abac.connection import connect
+
+        cluster = request.getfixturevalue("redis_cluster")
+        client = connect(cluster.url, timeout=1.0)
+        yield client
+        keys = list(client.scan_iter(match=f"{key_prefix}:*"))
+        for key in keys:
+            client.delete(key)
+        client.close()
 
 
 class FakeIdP:

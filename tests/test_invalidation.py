@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import time
 import warnings
 from collections.abc import Iterator
@@ -15,7 +13,8 @@ import redis
 from flask_rbac_abac import RedisAttributeClient, UserAttributes
 from flask_rbac_abac.codec import Invalidation, publish_invalidation
 
-from .conftest import IN_CI, REDIS_URL, SERVICE
+from .conftest import REDIS_URL, SERVICE
+from .servers import RedisServer, require_redis_server
 
 
 def wait_for(check, seconds: float = 2.0) -> bool:
@@ -95,51 +94,25 @@ def test_revocation_reaches_another_process_cache_within_a_second(real_redis, ke
 
 
 @pytest.fixture
-def own_redis(free_port, tmp_path) -> Iterator[tuple[str, callable]]:
+def own_redis(tmp_path) -> Iterator[RedisServer]:
     """A redis-server of this test's own, so it can be killed and restarted."""
-    if shutil.which("redis-server") is None:
-        if IN_CI:
-            pytest.fail("redis-server is required under CI=true")
-        pytest.skip("redis-server not installed")
-    procs = []
-
-    def start() -> None:
-        argv = ["redis-server", "--port", str(free_port), "--bind", "127.0.0.1", "--save", ""]
-        argv += ["--appendonly", "no", "--dir", str(tmp_path)]
-        procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL))
-        url = f"redis://127.0.0.1:{free_port}/0"
-        assert wait_for(lambda: _pings(url), 5.0), "redis-server did not start"
-
-    def stop() -> None:
-        procs[-1].terminate()
-        procs[-1].wait(5)
-
-    start()
-    yield f"redis://127.0.0.1:{free_port}/0", start, stop
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
-
-
-def _pings(url: str) -> bool:
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.2).ping())
-    except redis.RedisError:
-        return False
+    require_redis_server()
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()
 
 
 def test_redis_restart_flushes_l1_and_resubscribes(own_redis) -> None:
-    url, start, stop = own_redis
+    url = own_redis.url
     client = RedisAttributeClient(url, service_name=SERVICE)
     try:
         client.listen()
         assert client.subscriber.wait_until_subscribed(2.0)
         client.set_user_attributes(attrs(1))
         assert client.local.get((SERVICE, 1)) is not None
-        stop()
+        own_redis.stop()
         assert wait_for(lambda: client.subscriber.state()["connected"] is False, 3.0)
-        start()
+        own_redis.start()
         # Messages sent while it was away are lost, so the whole L1 goes on reconnect.
         assert wait_for(lambda: client.subscriber.state()["connects"] == 2, 5.0)
         assert client.local.get((SERVICE, 1)) is None

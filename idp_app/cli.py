@@ -1,0 +1,160 @@
+"""``flask --app idp_app ...`` commands: schema, services, users, roles and the demo data."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import click
+from flask import Flask
+from flask.cli import with_appcontext
+
+from . import operations, validation
+from .errors import ApiError
+from .extensions import db
+
+DEMO_SERVICE = "billing_api"
+DEMO_MANIFEST = {
+    "admin": ["invoice:read", "invoice:write", "report:read"],
+    "accountant": ["invoice:read", "invoice:write"],
+    "viewer": ["invoice:read"],
+}
+DEMO_USERS: list[tuple[str, str, list[str], dict[str, Any]]] = [
+    ("alice", "alice-pass", ["admin"], {"department": "finance", "clearance": 5}),
+    ("bob", "bob-pass", ["accountant"], {"department": "finance", "clearance": 2}),
+    ("carol", "carol-pass", ["viewer"], {"department": "sales", "clearance": 3}),
+    ("dave", "dave-pass", [], {"department": "support", "clearance": 1}),
+]
+
+
+def _value(text: str) -> Any:
+    """``5`` -> 5, ``true`` -> True, ``"x"`` -> "x"; anything else stays a string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _pairs(items: tuple[str, ...], what: str) -> list[tuple[str, str]]:
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not {what}=...")
+        out.append((key, value))
+    return out
+
+
+def _fail(exc: ApiError) -> click.ClickException:
+    db.session.rollback()
+    return click.ClickException(exc.message)
+
+
+def _sync_note(ok: bool) -> None:
+    if not ok:
+        click.echo("warning: Redis did not take the change; cached values may be stale", err=True)
+
+
+@click.command("init-db")
+@with_appcontext
+def init_db() -> None:
+    """Create the tables (existing ones are left alone)."""
+    db.create_all()
+    click.echo("Initialized the database.")
+
+
+@click.command("create-service")
+@with_appcontext
+@click.argument("name")
+@click.option("--role", "roles", multiple=True, help="ROLE=perm1,perm2 (repeatable)")
+def create_service(name: str, roles: tuple[str, ...]) -> None:
+    """Register service NAME and print its token (shown only this once)."""
+    try:
+        name = validation.service_name(name)
+        manifest = {
+            role: [p for p in perms.split(",") if p] for role, perms in _pairs(roles, "ROLE")
+        }
+        manifest = validation.manifest(manifest)
+        if db.session.execute(
+            db.select(operations.Service).where(operations.Service.name == name)
+        ).first():
+            raise ApiError(409, f"service {name!r} already exists")
+        result = operations.register_service(name, manifest)
+    except ApiError as exc:
+        raise _fail(exc) from None
+    db.session.commit()
+    click.echo(result.token)
+
+
+@click.command("create-user")
+@with_appcontext
+@click.argument("username")
+@click.option("--password", required=True)
+@click.option("--attr", "attrs", multiple=True, help="KEY=VALUE (JSON values, repeatable)")
+def create_user(username: str, password: str, attrs: tuple[str, ...]) -> None:
+    """Create a user and print its id."""
+    try:
+        attributes = validation.attributes({k: _value(v) for k, v in _pairs(attrs, "KEY")})
+        user = operations.create_user(
+            validation.username(username), validation.password(password), attributes
+        )
+    except ApiError as exc:
+        raise _fail(exc) from None
+    db.session.commit()
+    click.echo(f"created user {user.username} with id {user.id}")
+
+
+@click.command("assign-role")
+@with_appcontext
+@click.argument("username")
+@click.argument("service")
+@click.argument("roles", nargs=-1, required=True)
+def assign_role(username: str, service: str, roles: tuple[str, ...]) -> None:
+    """Add ROLES to USERNAME in SERVICE (keeping the roles it has)."""
+    try:
+        user = operations.user_by_name(username)
+        if user is None:
+            raise ApiError(404, f"user {username!r} not found")
+        svc = operations.get_service(validation.service_name(service))
+        current = operations.roles_of(user.id, svc)
+        attrs, sync = operations.set_roles(user.id, svc.name, [*current, *roles])
+    except ApiError as exc:
+        raise _fail(exc) from None
+    db.session.commit()
+    _sync_note(sync.apply())
+    click.echo(f"{username} in {service}: {', '.join(attrs.roles)} (version {attrs.version})")
+
+
+@click.command("seed-demo")
+@with_appcontext
+@click.option("--token-out", type=click.Path(dir_okay=False), help="write the token JSON here")
+def seed_demo(token_out: str | None) -> None:
+    """Create billing_api and the demo users; safe to run again (issues a fresh token)."""
+    db.create_all()
+    result = operations.register_service(DEMO_SERVICE, DEMO_MANIFEST)
+    token = result.token or operations.issue_service_token(result.service)
+    syncs = [result.sync]
+    for username, password, roles, attributes in DEMO_USERS:
+        user = operations.user_by_name(username)
+        if user is None:
+            user = operations.create_user(username, password, attributes)
+        elif not user.active or user.attributes != attributes:
+            user.active = True
+            db.session.flush()
+            _, _, sync = operations.update_attributes(user.id, attributes)
+            syncs.append(sync)
+        if operations.roles_of(user.id, result.service) != sorted(roles):
+            syncs.append(operations.set_roles(user.id, DEMO_SERVICE, roles)[1])
+    db.session.commit()
+    _sync_note(all([sync.apply() for sync in syncs]))
+    if token_out:
+        fd = os.open(token_out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump({DEMO_SERVICE: token}, fh)
+    click.echo(f"{DEMO_SERVICE} token: {token}")
+
+
+def register(app: Flask) -> None:
+    for command in (init_db, create_service, create_user, assign_role, seed_demo):
+        app.cli.add_command(command)

@@ -1,0 +1,66 @@
+"""JSON errors: every failure leaves as ``{"success": false, "error": "..."}``."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from flask import Flask, Response
+from werkzeug.exceptions import HTTPException
+
+logger = logging.getLogger("idp_app")
+
+
+class ApiError(Exception):
+    """Raised by views and operations; becomes a JSON error with ``status``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def error_response(status: int, message: str) -> Response:
+    return Response(
+        json.dumps({"success": False, "error": message}),
+        status=status,
+        mimetype="application/json",
+    )
+
+
+def _api_error(exc: ApiError) -> Response:
+    return error_response(exc.status, exc.message)
+
+
+_MESSAGES = {
+    400: "bad request",
+    401: "missing or invalid bearer token",
+    403: "forbidden",
+    404: "not found",
+    405: "method not allowed",
+    409: "conflict",
+    413: "request body too large",
+    500: "internal server error",
+    503: "service unavailable",
+}
+
+
+def _http_error(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    response = exc.get_response()  # keeps headers such as Allow on 405
+    response.set_data(
+        json.dumps({"success": False, "error": _MESSAGES.get(status, exc.name.lower())})
+    )
+    response.mimetype = "application/json"
+    return response
+
+
+def _unexpected(exc: Exception) -> Response:
+    logger.exception("unhandled error")
+    return error_response(500, _MESSAGES[500])
+
+
+def register(app: Flask) -> None:
+    app.register_error_handler(ApiError, _api_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected)

@@ -1,0 +1,74 @@
+"""The identity provider's tables: users, services, role assignments, tokens, versions."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, ForeignKey, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .extensions import db
+
+#: Integer primary keys are 32-bit on PostgreSQL; larger ids can never exist.
+MAX_DB_ID = 2**31 - 1
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class User(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    active: Mapped[bool] = mapped_column(default=True)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(default=_now)
+
+
+class Service(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "services"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    #: role -> sorted list of permissions
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(default=_now)
+
+
+class ServiceToken(db.Model):  # type: ignore[name-defined,misc]
+    """A service's bearer token; only its SHA-256 hex digest is stored."""
+
+    __tablename__ = "service_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("services.id", ondelete="CASCADE"))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=_now)
+
+
+class RoleAssignment(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "role_assignments"
+    __table_args__ = (UniqueConstraint("user_id", "service_id", "role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("services.id", ondelete="CASCADE"))
+    role: Mapped[str] = mapped_column(String(128))
+
+
+class UserServiceVersion(db.Model):  # type: ignore[name-defined,misc]
+    """Increases on every change that affects what one user may do in one service."""
+
+    __tablename__ = "user_service_versions"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    service_id: Mapped[int] = mapped_column(
+        ForeignKey("services.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(BigInteger, default=0)

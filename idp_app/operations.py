@@ -1,0 +1,251 @@
+"""What the API and the CLI do to the database, and the Redis sync each change needs.
+
+Every change bumps the affected ``(user, service)`` versions and returns a :class:`cache.Sync`
+that the caller applies *after* committing. Readers and writers of one user lock the user's row
+(``SELECT ... FOR UPDATE`` on PostgreSQL), and a refresh writes Redis while it holds that lock,
+so a refresh that read the database before a change can never land in Redis after it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from werkzeug.security import generate_password_hash
+
+from flask_rbac_abac.codec import Invalidation, UserAttributes
+
+from . import auth
+from .cache import Sync
+from .errors import ApiError
+from .extensions import db
+from .models import MAX_DB_ID, RoleAssignment, Service, ServiceToken, User, UserServiceVersion
+
+
+def user_not_found(user_id: int) -> ApiError:
+    return ApiError(404, f"user {user_id} not found or inactive")
+
+
+def service_not_found(name: str) -> ApiError:
+    return ApiError(404, f"service {name!r} is not registered")
+
+
+def get_service(name: str) -> Service:
+    service = db.session.execute(select(Service).where(Service.name == name)).scalar_one_or_none()
+    if service is None:
+        raise service_not_found(name)
+    return service
+
+
+def all_services() -> list[Service]:
+    return list(db.session.execute(select(Service).order_by(Service.name)).scalars())
+
+
+def lock_user(user_id: int) -> User | None:
+    """The user's row, locked until commit (a no-op on SQLite, which serialises writers)."""
+    if not 1 <= user_id <= MAX_DB_ID:
+        return None
+    return db.session.get(User, user_id, with_for_update=True, populate_existing=True)
+
+
+def active_user(user_id: int) -> User:
+    user = lock_user(user_id)
+    if user is None or not user.active:
+        raise user_not_found(user_id)
+    return user
+
+
+def user_by_name(username: str) -> User | None:
+    return db.session.execute(select(User).where(User.username == username)).scalar_one_or_none()
+
+
+def roles_of(user_id: int, service: Service) -> list[str]:
+    rows = db.session.execute(
+        select(RoleAssignment.role).where(
+            RoleAssignment.user_id == user_id, RoleAssignment.service_id == service.id
+        )
+    ).scalars()
+    return sorted(r for r in rows if r in service.manifest)
+
+
+def version_of(user_id: int, service: Service) -> int:
+    version = db.session.execute(
+        select(UserServiceVersion.version).where(
+            UserServiceVersion.user_id == user_id, UserServiceVersion.service_id == service.id
+        )
+    ).scalar_one_or_none()
+    return int(version or 0)
+
+
+def bump_version(user_id: int, service: Service) -> int:
+    """Increase the ``(user, service)`` version; the caller holds the user's row lock."""
+    result = db.session.execute(
+        update(UserServiceVersion)
+        .where(UserServiceVersion.user_id == user_id, UserServiceVersion.service_id == service.id)
+        .values(version=UserServiceVersion.version + 1)
+    )
+    if getattr(result, "rowcount", 0) == 0:
+        db.session.add(UserServiceVersion(user_id=user_id, service_id=service.id, version=1))
+        db.session.flush()
+    return version_of(user_id, service)
+
+
+def build_attributes(user: User, service: Service, version: int | None = None) -> UserAttributes:
+    """What ``user`` may do in ``service``, straight from the database."""
+    roles = roles_of(user.id, service)
+    permissions = {p for role in roles for p in service.manifest.get(role, ())}
+    return UserAttributes(
+        user_id=user.id,
+        service_name=service.name,
+        roles=tuple(roles),
+        permissions=tuple(permissions),
+        attributes=dict(user.attributes or {}),
+        version=version_of(user.id, service) if version is None else version,
+        fetched_at=time.time(),
+    )
+
+
+def issue_service_token(service: Service) -> str:
+    token, digest = auth.new_token()
+    db.session.add(ServiceToken(service_id=service.id, token_hash=digest))
+    return token
+
+
+@dataclass
+class ServiceResult:
+    service: Service
+    created: bool
+    token: str | None
+    sync: Sync
+
+
+def register_service(name: str, manifest: Mapping[str, list[str]]) -> ServiceResult:
+    """Create ``name`` with a new token, or replace its manifest.
+
+    A changed manifest changes the permissions of everyone holding a role there: their versions
+    are bumped and their cached values rewritten. Assignments of removed roles are dropped.
+    """
+    manifest = {role: sorted(set(perms)) for role, perms in manifest.items()}
+    service = db.session.execute(select(Service).where(Service.name == name)).scalar_one_or_none()
+    if service is None:
+        service = Service(name=name, manifest=manifest)
+        db.session.add(service)
+        try:
+            db.session.flush()
+        except IntegrityError:
+            db.session.rollback()
+            raise ApiError(409, f"service {name!r} already exists") from None
+        token = issue_service_token(service)
+        return ServiceResult(service, True, token, Sync())
+
+    sync = Sync()
+    if service.manifest != manifest:
+        user_ids = sorted(
+            set(
+                db.session.execute(
+                    select(RoleAssignment.user_id).where(RoleAssignment.service_id == service.id)
+                ).scalars()
+            )
+        )
+        service.manifest = manifest
+        db.session.execute(
+            delete(RoleAssignment).where(
+                RoleAssignment.service_id == service.id,
+                RoleAssignment.role.not_in(list(manifest)),
+            )
+        )
+        for user_id in user_ids:
+            user = lock_user(user_id)
+            if user is None:
+                continue
+            version = bump_version(user_id, service)
+            if user.active:
+                sync.stores.append(build_attributes(user, service, version))
+                sync.messages.append(Invalidation(user_id, service.name, version))
+    return ServiceResult(service, False, None, sync)
+
+
+def create_user(username: str, password: str, attributes: Mapping[str, Any]) -> User:
+    if user_by_name(username) is not None:
+        raise ApiError(409, f"user {username!r} already exists")
+    user = User(
+        username=username,
+        password_hash=generate_password_hash(
+            password, method=current_app.config["IDP_PASSWORD_HASH_METHOD"]
+        ),
+        active=True,
+        attributes=dict(attributes),
+    )
+    db.session.add(user)
+    try:
+        db.session.flush()
+    except IntegrityError:
+        db.session.rollback()
+        raise ApiError(409, f"user {username!r} already exists") from None
+    return user
+
+
+def set_roles(user_id: int, service_name: str, roles: Iterable[str]) -> tuple[UserAttributes, Sync]:
+    """Replace the user's roles in one service; unknown roles are a 400 naming them."""
+    service = get_service(service_name)
+    roles = sorted(set(roles))
+    unknown = [r for r in roles if r not in service.manifest]
+    if unknown:
+        raise ApiError(400, f"unknown role(s) for service {service_name!r}: {', '.join(unknown)}")
+    user = active_user(user_id)
+    db.session.execute(
+        delete(RoleAssignment).where(
+            RoleAssignment.user_id == user.id, RoleAssignment.service_id == service.id
+        )
+    )
+    for role in roles:
+        db.session.add(RoleAssignment(user_id=user.id, service_id=service.id, role=role))
+    db.session.flush()
+    version = bump_version(user.id, service)
+    attrs = build_attributes(user, service, version)
+    sync = Sync(stores=[attrs], messages=[Invalidation(user.id, service.name, version)])
+    return attrs, sync
+
+
+def update_attributes(
+    user_id: int, changes: Mapping[str, Any]
+) -> tuple[User, dict[str, int], Sync]:
+    """Merge ``changes`` into the user's attributes (``null`` removes a key).
+
+    The attributes are part of the user's value in every service, so every service's version is
+    bumped and every value rewritten.
+    """
+    from .validation import check_attributes_size
+
+    user = active_user(user_id)
+    merged = dict(user.attributes or {})
+    for key, value in changes.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    check_attributes_size(merged)
+    user.attributes = merged
+    db.session.flush()
+    sync = Sync(messages=[Invalidation(user.id, None, None)])
+    versions = {}
+    for service in all_services():
+        versions[service.name] = version = bump_version(user.id, service)
+        sync.stores.append(build_attributes(user, service, version))
+    return user, versions, sync
+
+
+def deactivate_user(user_id: int) -> Sync:
+    """Deactivate; every cached value of the user is deleted and announced."""
+    user = active_user(user_id)
+    user.active = False
+    sync = Sync(messages=[Invalidation(user.id, None, None)])
+    for service in all_services():
+        bump_version(user.id, service)
+        sync.evictions.append((user.id, service.name))
+    return sync

@@ -1,0 +1,172 @@
+"""The identity provider's configuration: defaults, environment, validation.
+
+Every key can be set in the instance folder's ``config.py``, in the environment (which wins over
+the file) or in ``test_config`` (which wins over both). Errors are
+:class:`flask_rbac_abac.ConfigurationError` and name the key.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import MutableMapping
+from typing import Any
+
+import jwt
+
+from flask_rbac_abac.codec import DEFAULT_KEY_PREFIX, validate_prefix
+from flask_rbac_abac.config import (
+    DEFAULT_AUDIENCE,
+    DEFAULT_ISSUER,
+    DEFAULT_REDIS_URL,
+    MIN_HS256_SECRET_BYTES,
+    cache_ttl_from_env,
+    positive_float,
+    positive_int,
+)
+from flask_rbac_abac.errors import ConfigurationError, InvalidKeyPart
+
+MIN_ADMIN_TOKEN_CHARS = 16
+REDIS_SCHEMES = (
+    "redis://",
+    "rediss://",
+    "unix://",
+    "redis+sentinel://",
+    "rediss+sentinel://",
+    "redis+cluster://",
+    "rediss+cluster://",
+)
+
+#: Keys read from the environment when set there.
+ENV_KEYS = (
+    "DATABASE_URL",
+    "RBAC_ABAC_REDIS_URL",
+    "RBAC_ABAC_CACHE_TTL",
+    "RBAC_ABAC_KEY_PREFIX",
+    "IDP_ADMIN_TOKEN",
+    "RBAC_ABAC_JWT_SECRET",
+    "RBAC_ABAC_JWT_PRIVATE_KEY",
+    "RBAC_ABAC_JWT_AUDIENCE",
+    "RBAC_ABAC_JWT_ISSUER",
+    "IDP_TOKEN_LIFETIME",
+    "IDP_REFRESH_COALESCE_SECONDS",
+    "IDP_REDIS_TIMEOUT",
+)
+
+DEFAULTS: dict[str, Any] = {
+    "DATABASE_URL": None,  # None: SQLite file in the instance folder
+    "RBAC_ABAC_REDIS_URL": DEFAULT_REDIS_URL,
+    "RBAC_ABAC_KEY_PREFIX": DEFAULT_KEY_PREFIX,
+    "IDP_ADMIN_TOKEN": None,
+    "RBAC_ABAC_JWT_SECRET": None,
+    "RBAC_ABAC_JWT_PRIVATE_KEY": None,
+    "RBAC_ABAC_JWT_AUDIENCE": DEFAULT_AUDIENCE,
+    "RBAC_ABAC_JWT_ISSUER": DEFAULT_ISSUER,
+    "IDP_TOKEN_LIFETIME": 900,
+    "IDP_REFRESH_COALESCE_SECONDS": 1.0,
+    "IDP_REDIS_TIMEOUT": 0.5,
+    "IDP_PASSWORD_HASH_METHOD": "scrypt",
+    "MAX_CONTENT_LENGTH": 64 * 1024,
+}
+
+
+def database_uri(url: str) -> str:
+    """``url`` as a SQLAlchemy URL; plain ``postgresql://`` uses psycopg 3."""
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+psycopg://" + url[len(plain) :]
+    return url
+
+
+def apply_defaults(config: MutableMapping[str, Any]) -> None:
+    for key, value in DEFAULTS.items():
+        if config.get(key) is None:  # Flask presets MAX_CONTENT_LENGTH to None
+            config[key] = value
+
+
+def apply_env(config: MutableMapping[str, Any], environ: MutableMapping[str, str]) -> None:
+    for key in ENV_KEYS:
+        if key in environ:
+            config[key] = environ[key]
+
+
+def _non_empty_str(config: MutableMapping[str, Any], key: str) -> str:
+    value = config[key]
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(f"{key} must be a non-empty string, got {value!r}")
+    return value
+
+
+def validate(config: MutableMapping[str, Any], instance_path: str) -> None:
+    """Normalise and check every key; raise :class:`ConfigurationError` naming the bad one."""
+    url = config["DATABASE_URL"] or "sqlite:///" + os.path.join(instance_path, "idp.sqlite3")
+    if not isinstance(url, str):
+        raise ConfigurationError(f"DATABASE_URL must be a database URL, got {url!r}")
+    config["DATABASE_URL"] = url
+    config["SQLALCHEMY_DATABASE_URI"] = database_uri(url)
+    engine_options: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith(("postgres", "postgresql")):
+        engine_options["connect_args"] = {"connect_timeout": 5}
+    elif url.startswith("sqlite"):
+        engine_options["connect_args"] = {"timeout": 5}
+    config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", engine_options)
+
+    redis_url = _non_empty_str(config, "RBAC_ABAC_REDIS_URL")
+    if not redis_url.lower().startswith(REDIS_SCHEMES):
+        raise ConfigurationError(
+            f"RBAC_ABAC_REDIS_URL: unsupported scheme in {redis_url.split('://')[0]!r}; use "
+            + ", ".join(REDIS_SCHEMES)
+        )
+    config["RBAC_ABAC_CACHE_TTL"] = cache_ttl_from_env(config)
+    try:
+        validate_prefix(config["RBAC_ABAC_KEY_PREFIX"])
+    except InvalidKeyPart as exc:
+        raise ConfigurationError(f"RBAC_ABAC_KEY_PREFIX: {exc}") from exc
+
+    token = config["IDP_ADMIN_TOKEN"]
+    if token in (None, ""):
+        if not config.get("TESTING"):
+            raise ConfigurationError(
+                "IDP_ADMIN_TOKEN is not set: the identity provider refuses to start without an "
+                "admin token (set the environment variable IDP_ADMIN_TOKEN)"
+            )
+        config["IDP_ADMIN_TOKEN"] = None
+    elif not isinstance(token, str) or len(token) < MIN_ADMIN_TOKEN_CHARS:
+        raise ConfigurationError(
+            f"IDP_ADMIN_TOKEN must be a string of at least {MIN_ADMIN_TOKEN_CHARS} characters"
+        )
+
+    secret = config["RBAC_ABAC_JWT_SECRET"] or None
+    private_key = config["RBAC_ABAC_JWT_PRIVATE_KEY"] or None
+    if secret and private_key:
+        raise ConfigurationError(
+            "RBAC_ABAC_JWT_SECRET and RBAC_ABAC_JWT_PRIVATE_KEY are both set; choose one algorithm"
+        )
+    if secret is not None and (
+        not isinstance(secret, str) or len(secret.encode()) < MIN_HS256_SECRET_BYTES
+    ):
+        raise ConfigurationError(
+            f"RBAC_ABAC_JWT_SECRET must be a string of at least {MIN_HS256_SECRET_BYTES} bytes"
+        )
+    if private_key is not None:
+        if not isinstance(private_key, str) or "PRIVATE KEY" not in private_key:
+            raise ConfigurationError("RBAC_ABAC_JWT_PRIVATE_KEY must be a PEM private key")
+        try:
+            jwt.encode({"probe": 1}, private_key, algorithm="RS256")
+        except Exception as exc:  # a bad key or no `cryptography`: say so at start
+            raise ConfigurationError(
+                f"RBAC_ABAC_JWT_PRIVATE_KEY cannot sign RS256 tokens: {type(exc).__name__}"
+            ) from exc
+    config["RBAC_ABAC_JWT_SECRET"] = secret
+    config["RBAC_ABAC_JWT_PRIVATE_KEY"] = private_key
+    _non_empty_str(config, "RBAC_ABAC_JWT_AUDIENCE")
+    _non_empty_str(config, "RBAC_ABAC_JWT_ISSUER")
+    config["IDP_TOKEN_LIFETIME"] = positive_int(config["IDP_TOKEN_LIFETIME"], "IDP_TOKEN_LIFETIME")
+    config["IDP_REDIS_TIMEOUT"] = positive_float(config["IDP_REDIS_TIMEOUT"], "IDP_REDIS_TIMEOUT")
+    coalesce = config["IDP_REFRESH_COALESCE_SECONDS"]
+    config["IDP_REFRESH_COALESCE_SECONDS"] = (
+        0.0
+        if coalesce in (0, "0", "0.0")
+        else positive_float(coalesce, "IDP_REFRESH_COALESCE_SECONDS")
+    )
+    _non_empty_str(config, "IDP_PASSWORD_HASH_METHOD")
+    config["MAX_CONTENT_LENGTH"] = positive_int(config["MAX_CONTENT_LENGTH"], "MAX_CONTENT_LENGTH")

@@ -1,0 +1,130 @@
+"""Request body parsing and field validation; every failure is a 400 :class:`ApiError`."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+from flask import request
+
+from flask_rbac_abac.codec import validate_service_name
+from flask_rbac_abac.errors import InvalidKeyPart
+
+from .errors import ApiError
+
+MAX_USER_ID = 2**63 - 1
+MAX_ATTRIBUTES_BYTES = 32 * 1024
+MAX_ROLES = 256
+MAX_ATTRIBUTES_DEPTH = 16
+_USERNAME_RE = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
+_NAME_RE = re.compile(r"[\x21-\x7e]{1,128}")  # printable ASCII, no spaces
+
+
+def json_object() -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 (never a 500, whatever was sent)."""
+    raw = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH
+    if not raw:
+        raise ApiError(400, "request body must be a JSON object")
+    try:
+        data = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+        # "\ud800" parses, but a lone surrogate cannot be stored or encoded anywhere.
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except (ValueError, RecursionError, UnicodeError):
+        raise ApiError(400, "request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    return data
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+def _depth(value: object, limit: int) -> int:
+    if limit < 0:
+        raise ApiError(400, f"attributes must not nest deeper than {MAX_ATTRIBUTES_DEPTH} levels")
+    if isinstance(value, dict):
+        return 1 + max((_depth(v, limit - 1) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v, limit - 1) for v in value), default=0)
+    return 0
+
+
+def user_id(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_USER_ID:
+        raise ApiError(400, "user_id must be an integer between 1 and 2**63-1")
+    return value
+
+
+def service_name(value: object) -> str:
+    try:
+        return validate_service_name(value)
+    except InvalidKeyPart as exc:
+        raise ApiError(400, str(exc)) from None
+
+
+def username(value: object) -> str:
+    if not isinstance(value, str) or not _USERNAME_RE.fullmatch(value):
+        raise ApiError(400, "username must be 1-64 characters from A-Z a-z 0-9 _ . @ -")
+    return value
+
+
+def password(value: object) -> str:
+    if not isinstance(value, str) or not 1 <= len(value) <= 1024:
+        raise ApiError(400, "password must be a string of 1-1024 characters")
+    return value
+
+
+def name(value: object, what: str) -> str:
+    """A role or permission: 1-128 printable ASCII characters without spaces."""
+    if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
+        raise ApiError(400, f"{what} must be 1-128 printable characters without spaces")
+    return value
+
+
+def names(value: object, what: str) -> list[str]:
+    if not isinstance(value, list) or len(value) > MAX_ROLES:
+        raise ApiError(400, f"{what} must be a list of at most {MAX_ROLES} strings")
+    return sorted({name(v, what) for v in value})
+
+
+def manifest(value: object) -> dict[str, list[str]]:
+    """``{"role": ["permission", ...]}``, normalised to sorted, duplicate-free lists."""
+    if not isinstance(value, dict) or len(value) > MAX_ROLES:
+        raise ApiError(400, f"roles must be an object of at most {MAX_ROLES} roles")
+    return {name(role, "role"): names(perms, "permissions") for role, perms in value.items()}
+
+
+def attributes(value: object) -> dict[str, Any]:
+    """A JSON object of attributes that encodes to at most 32 KiB."""
+    if not isinstance(value, dict):
+        raise ApiError(400, "attributes must be a JSON object")
+    for key in value:
+        if not isinstance(key, str) or not 1 <= len(key) <= 128:
+            raise ApiError(400, "attribute names must be 1-128 characters")
+    _depth(value, MAX_ATTRIBUTES_DEPTH)
+    check_attributes_size(value)
+    return value
+
+
+def check_attributes_size(value: dict[str, Any]) -> None:
+    if len(json.dumps(value, allow_nan=False)) > MAX_ATTRIBUTES_BYTES:
+        raise ApiError(400, f"attributes must encode to at most {MAX_ATTRIBUTES_BYTES} bytes")
+
+
+def only_keys(data: dict[str, Any], allowed: set[str], required: set[str]) -> None:
+    missing = required - data.keys()
+    if missing:
+        raise ApiError(400, f"missing field(s): {', '.join(sorted(missing))}")
+    extra = data.keys() - allowed
+    if extra:
+        raise ApiError(400, f"unknown field(s): {', '.join(sorted(extra))}")

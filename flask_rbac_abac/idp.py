@@ -140,7 +140,7 @@ class IdentityProviderClient:
         if not isinstance(body, dict):
             raise IdentityProviderError(f"identity provider answered {status} with a non-object")
         error = str(body.get("error", ""))
-        if status == 404 and (body.get("code") == "user_not_found" or error.startswith("user ")):
+        if status == 404 and body.get("code") == "user_not_found":
             return None
         if status != 200 or body.get("success") is not True:
             raise IdentityProviderError(

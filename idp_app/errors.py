@@ -14,22 +14,22 @@ logger = logging.getLogger("idp_app")
 class ApiError(Exception):
     """Raised by views and operations; becomes a JSON error with ``status``."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.code = code
 
 
-def error_response(status: int, message: str) -> Response:
-    return Response(
-        json.dumps({"success": False, "error": message}),
-        status=status,
-        mimetype="application/json",
-    )
+def error_response(status: int, message: str, code: str | None = None) -> Response:
+    body: dict[str, object] = {"success": False, "error": message}
+    if code is not None:
+        body["code"] = code  # machine-readable, for callers that must tell 404s apart
+    return Response(json.dumps(body), status=status, mimetype="application/json")
 
 
 def _api_error(exc: ApiError) -> Response:
-    return error_response(exc.status, exc.message)
+    return error_response(exc.status, exc.message, exc.code)
 
 
 _MESSAGES = {

@@ -28,11 +28,11 @@ from .models import MAX_DB_ID, RoleAssignment, Service, ServiceToken, User, User
 
 
 def user_not_found(user_id: int) -> ApiError:
-    return ApiError(404, f"user {user_id} not found or inactive")
+    return ApiError(404, f"user {user_id} not found or inactive", "user_not_found")
 
 
 def service_not_found(name: str) -> ApiError:
-    return ApiError(404, f"service {name!r} is not registered")
+    return ApiError(404, f"service {name!r} is not registered", "service_not_registered")
 
 
 def get_service(name: str) -> Service:

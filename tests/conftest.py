@@ -126,7 +126,8 @@ class FakeIdP:
         fields = self.users.get((body["service_name"], body["user_id"]))
         if fields is None:
             error = f"user {body['user_id']} not found or inactive"
-            return 404, {}, json.dumps({"success": False, "error": error})
+            answer = {"success": False, "error": error, "code": "user_not_found"}
+            return 404, {}, json.dumps(answer)
         attrs = self._attrs(user_id=body["user_id"], service_name=body["service_name"], **fields)
         store_attributes(self.client, attrs, self.ttl, self.prefix)
         answer = {

@@ -123,7 +123,11 @@ def test_refresh_unregistered_service_is_404(api):
     uid = api.user("alice")
     r = api.refresh(uid, "nope_api")
     assert r.status_code == 404
-    assert r.json == {"success": False, "error": "service 'nope_api' is not registered"}
+    assert r.json == {
+        "success": False,
+        "error": "service 'nope_api' is not registered",
+        "code": "service_not_registered",
+    }
 
 
 def test_refresh_unknown_user_is_404(api):
@@ -131,7 +135,11 @@ def test_refresh_unknown_user_is_404(api):
     for uid in (999, 2**40):
         r = api.refresh(uid, token=token)
         assert r.status_code == 404
-        assert r.json == {"success": False, "error": f"user {uid} not found or inactive"}
+        assert r.json == {
+            "success": False,
+            "error": f"user {uid} not found or inactive",
+            "code": "user_not_found",
+        }
 
 
 def test_refresh_method_not_allowed_is_json_405(client):

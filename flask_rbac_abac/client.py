@@ -37,6 +37,7 @@ from .codec import (
 )
 from .config import DEFAULT_CACHE_TTL, DEFAULT_IDP_URL, DEFAULT_REDIS_URL
 from .connection import DEFAULT_TIMEOUT, connect
+from .connection import close as close_redis
 from .errors import AttributesUnavailable, DecodeError, IdentityProviderError
 from .idp import CircuitBreaker, IdentityProviderClient
 from .invalidation import Subscriber
@@ -404,4 +405,4 @@ class RedisAttributeClient:
             self.subscriber.stop()
         self.idp.close()
         if self._own_redis:
-            self.redis.close()
+            close_redis(self.redis)

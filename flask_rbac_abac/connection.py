@@ -47,6 +47,13 @@ def _hosts(netloc: str, default_port: int) -> list[tuple[str, int]]:
     return hosts
 
 
+def close(client: Any) -> None:
+    """Close ``client`` and every pooled connection it holds (a cluster's per-node pools too)."""
+    client.close()
+    if isinstance(client, RedisCluster):
+        client.disconnect_connection_pools()  # type: ignore[no-untyped-call]
+
+
 def connect(url: str, *, timeout: float = DEFAULT_TIMEOUT, retries: int = 1) -> Any:
     """Return a redis-py client (``Redis`` or ``RedisCluster``) for ``url``.
 

@@ -88,7 +88,7 @@ def backend(request: pytest.FixtureRequest, key_prefix: str) -> Iterator[redis.R
     elif request.param == "redis":
         yield request.getfixturevalue("real_redis")
     else:
-        from flask_rbac_abac.connection import connect
+        from flask_rbac_abac.connection import close, connect
 
         cluster = request.getfixturevalue("redis_cluster")
         client = connect(cluster.url, timeout=1.0)
@@ -96,7 +96,7 @@ def backend(request: pytest.FixtureRequest, key_prefix: str) -> Iterator[redis.R
         keys = list(client.scan_iter(match=f"{key_prefix}:*"))
         for key in keys:
             client.delete(key)
-        client.close()
+        close(client)
 
 
 class FakeIdP:

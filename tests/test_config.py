@@ -8,7 +8,7 @@ import fakeredis
 import pytest
 from flask import Flask
 
-from flask_rbac_abac import RBACABAC, ConfigurationError
+from flask_rbac_abac import RBACABAC, ConfigurationError, UserAttributes
 
 from .conftest import JWT_SECRET
 
@@ -44,9 +44,13 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IDENTITY_PROVIDER_URL", "http://idp.internal:9000/")
     monkeypatch.setenv("RBAC_ABAC_SERVICE_TOKEN", "tok")
     app, rbac = init({})
+    assert app.config["RBAC_ABAC_CACHE_TTL"] == "3600"
     with app.app_context():
         assert rbac.client.ttl == 3600
         assert rbac.client.idp.base_url == "http://idp.internal:9000"
+        attrs = UserAttributes(user_id=1, service_name="billing_api")
+        rbac.client.set_user_attributes(attrs)
+        assert 3590 <= rbac.client.redis.ttl(rbac.client.key(1)) <= 3600
 
 
 def test_init_app_later_and_twice() -> None:

@@ -434,3 +434,17 @@ def test_decorator_without_extension_is_a_clear_error() -> None:
     app.config["PROPAGATE_EXCEPTIONS"] = True
     with pytest.raises(RuntimeError, match="not initialised on this app"):
         app.test_client().get("/x")
+
+
+def test_redis_down_is_served_through_the_idp(free_port, key_prefix, idp) -> None:
+    idp.add(1, roles=["admin"], permissions=["invoice:read"])
+    app = build_app(None, key_prefix, RBAC_ABAC_REDIS_URL=f"redis://127.0.0.1:{free_port}/0")
+    client = app.test_client()
+    started = time.perf_counter()
+    assert client.get("/invoices", headers=bearer(1)).status_code == 200
+    assert client.get("/invoices", headers=bearer(1)).status_code == 200
+    assert time.perf_counter() - started < 1.0
+    with app.app_context():
+        stats = app.extensions["rbac_abac"].stats()
+        app.extensions["rbac_abac"].client.close()
+    assert stats["redis_errors"] >= 1 and stats["l1_hits"] == 1

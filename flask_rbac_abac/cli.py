@@ -24,7 +24,7 @@ from flask.cli import AppGroup
 from .client import RedisAttributeClient
 from .codec import UserAttributes, validate_user_id
 from .config import DEFAULT_IDP_URL
-from .errors import InvalidKeyPart, RBACABACError
+from .errors import IdentityProviderError, InvalidKeyPart, RBACABACError
 
 rbac_abac_cli = AppGroup(
     "rbac-abac",
@@ -87,31 +87,31 @@ def _idp_url() -> str:
     return str(current_app.config.get("IDENTITY_PROVIDER_URL"))
 
 
-def _idp_hint(error: str, user_id: int | str | None = None) -> str:
-    """The troubleshooting hint for an identity provider failure, from its message."""
+def _idp_hint(reason: str, status: int | None = None, code: str | None = None) -> str:
+    """The troubleshooting hint for an identity provider failure (see IdentityProviderError)."""
     url = _idp_url()
     service = _client().service_name
-    if "is not registered" in error or "unknown service" in error:
+    if code == "service_not_registered":
         return (
             f"service manifest not registered: register {service!r} at the identity provider "
             f"(POST {url}/api/services/ or `flask --app idp_app create-service {service}`)"
         )
-    if "(401)" in error:
+    if reason == "refused" and status == 401:
         return (
             "the identity provider refused this service's token: set RBAC_ABAC_SERVICE_TOKEN to "
             f"the token the IdP issued for {service!r}"
         )
-    if "(403)" in error:
+    if reason == "refused" and status == 403:
         return (
             f"RBAC_ABAC_SERVICE_TOKEN belongs to another service, not {service!r}: use the token "
             f"issued for {service!r}"
         )
-    if "redirect" in error or "without JSON" in error or "(404)" in error or "(405)" in error:
+    if reason in ("redirect", "bad_answer") or status in (404, 405):
         return (
             f"wrong IDENTITY_PROVIDER_URL ({url}): something answers there but it is not the "
             "identity provider's API; use the IdP's base URL, without a path"
         )
-    if "unreachable" in error or "circuit breaker" in error:
+    if reason in ("unreachable", "breaker_open"):
         default = " (IDENTITY_PROVIDER_URL is not set: this is the default)"
         return (
             f"identity provider unreachable at {url}"
@@ -119,11 +119,15 @@ def _idp_hint(error: str, user_id: int | str | None = None) -> str:
             + ": check IDENTITY_PROVIDER_URL, the network between the services and that the "
             "IdP is running"
         )
-    if "answered 5" in error:
+    if reason == "server_error":
         return "the identity provider failed: check its logs, its database and its Redis"
-    if user_id is not None and "unknown or inactive" in error:
-        return _user_hint(user_id)
     return "check the identity provider's logs for this request"
+
+
+def _hint_for(exc: RBACABACError) -> str:
+    if isinstance(exc, IdentityProviderError):
+        return _idp_hint(exc.reason, exc.status, exc.code)
+    return _redis_hint()
 
 
 def _user_hint(user_id: int | str) -> str:
@@ -192,7 +196,9 @@ def check_idp(client: RedisAttributeClient) -> str:
         )
     status = health.get("status")
     if status == 404:
-        raise CheckFailed(f"GET {health.get('url')}/healthz answered 404", _idp_hint("(404)"))
+        raise CheckFailed(
+            f"GET {health.get('url')}/healthz answered 404", _idp_hint("bad_answer", 404)
+        )
     raise CheckFailed(
         f"identity provider at {health.get('url')} is unhealthy (GET /healthz {status})",
         "the identity provider failed: check its logs, its database and its Redis",
@@ -233,7 +239,7 @@ def check_auto_refresh(client: RedisAttributeClient, user_id: int | str) -> str:
     try:
         attrs = client.get_user_attributes(user_id, auto_refresh=True)
     except RBACABACError as exc:
-        raise CheckFailed(f"automatic refresh failed: {exc}", _idp_hint(str(exc), user_id)) from exc
+        raise CheckFailed(f"automatic refresh failed: {exc}", _hint_for(exc)) from exc
     if attrs is None:
         raise CheckFailed(f"automatic refresh of user {user_id} found nothing", _user_hint(user_id))
     if int(client.stats().get("auto_refreshes", 0)) <= before:
@@ -252,7 +258,7 @@ def check_manual_refresh(client: RedisAttributeClient, user_id: int | str) -> st
     try:
         attrs = client.refresh_user_attributes_from_identity_provider(user_id)
     except RBACABACError as exc:
-        raise CheckFailed(f"manual refresh failed: {exc}", _idp_hint(str(exc), user_id)) from exc
+        raise CheckFailed(f"manual refresh failed: {exc}", _hint_for(exc)) from exc
     if attrs is None:
         raise CheckFailed(f"manual refresh of user {user_id} found nothing", _user_hint(user_id))
     ttl, roles = _check_entry(client, attrs, user_id)
@@ -314,7 +320,7 @@ def refresh_command(user_id: str, service: str | None) -> None:
     try:
         attrs = client.refresh_user_attributes_from_identity_provider(user, service)
     except RBACABACError as exc:
-        raise click.ClickException(f"{exc} (hint: {_idp_hint(str(exc), user)})") from None
+        raise click.ClickException(f"{exc} (hint: {_hint_for(exc)})") from None
     if attrs is None:
         raise click.ClickException(_user_hint(user))
     out: dict[str, Any] = {"key": client.key(user, service), **attrs.to_dict()}

@@ -284,7 +284,7 @@ class RedisAttributeClient:
             attrs = self.idp.refresh(user, service)
         except IdentityProviderError as exc:
             self.metrics.incr("idp_errors")
-            if "circuit breaker" in str(exc):
+            if exc.reason == "breaker_open":
                 self.metrics.incr("breaker_rejections")
             log.warning("identity provider refresh of %s/%s failed: %s", service, user, exc)
             raise

@@ -24,4 +24,18 @@ class AttributesUnavailable(RBACABACError):
 
 
 class IdentityProviderError(AttributesUnavailable):
-    """The identity provider failed, timed out, or answered something unusable."""
+    """The identity provider failed, timed out, or answered something unusable.
+
+    :param reason: what went wrong, for programs: ``unreachable``, ``breaker_open``,
+        ``server_error``, ``redirect``, ``bad_answer`` or ``refused``.
+    :param status: the HTTP status, when there was an answer.
+    :param code: the IdP's machine-readable error code (e.g. ``service_not_registered``).
+    """
+
+    def __init__(
+        self, message: str, *, reason: str, status: int | None = None, code: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.status = status
+        self.code = code

@@ -102,7 +102,9 @@ class IdentityProviderClient:
         """Ask the IdP to rebuild and cache one entry; ``None`` when the user is unknown or
         inactive there. Raises :class:`IdentityProviderError` for every other failure."""
         if not self.breaker.allow():
-            raise IdentityProviderError("identity provider circuit breaker is open")
+            raise IdentityProviderError(
+                "identity provider circuit breaker is open", reason="breaker_open"
+            )
         try:
             response = self._session.post(
                 self.base_url + REFRESH_PATH,
@@ -114,11 +116,16 @@ class IdentityProviderClient:
         except requests.RequestException as exc:
             self.breaker.record_failure()
             raise IdentityProviderError(
-                f"identity provider unreachable at {self.base_url}: {type(exc).__name__}"
+                f"identity provider unreachable at {self.base_url}: {type(exc).__name__}",
+                reason="unreachable",
             ) from exc
         if response.status_code >= 500:
             self.breaker.record_failure()
-            raise IdentityProviderError(f"identity provider answered {response.status_code}")
+            raise IdentityProviderError(
+                f"identity provider answered {response.status_code}",
+                reason="server_error",
+                status=response.status_code,
+            )
         self.breaker.record_success()
         return self._parse(response, user_id, service_name)
 
@@ -129,29 +136,47 @@ class IdentityProviderClient:
         if 300 <= status < 400:
             raise IdentityProviderError(
                 f"identity provider answered a redirect ({status}); "
-                "IDENTITY_PROVIDER_URL must be the IdP's own base URL"
+                "IDENTITY_PROVIDER_URL must be the IdP's own base URL",
+                reason="redirect",
+                status=status,
             )
         try:
             body: Any = response.json()
         except ValueError as exc:
             raise IdentityProviderError(
-                f"identity provider answered {status} without JSON"
+                f"identity provider answered {status} without JSON",
+                reason="bad_answer",
+                status=status,
             ) from exc
         if not isinstance(body, dict):
-            raise IdentityProviderError(f"identity provider answered {status} with a non-object")
+            raise IdentityProviderError(
+                f"identity provider answered {status} with a non-object",
+                reason="bad_answer",
+                status=status,
+            )
         error = str(body.get("error", ""))
         if status == 404 and body.get("code") == "user_not_found":
             return None
         if status != 200 or body.get("success") is not True:
+            code = body.get("code")
             raise IdentityProviderError(
-                f"identity provider refused the refresh ({status}): {error or 'no reason given'}"
+                f"identity provider refused the refresh ({status}): {error or 'no reason given'}",
+                reason="refused",
+                status=status,
+                code=code if isinstance(code, str) else None,
             )
         try:
             attrs = UserAttributes.from_dict(body.get("attributes"))
         except DecodeError as exc:
-            raise IdentityProviderError(f"identity provider sent bad attributes: {exc}") from exc
+            raise IdentityProviderError(
+                f"identity provider sent bad attributes: {exc}", reason="bad_answer", status=status
+            ) from exc
         if attrs.user_id != user_id or attrs.service_name != service_name:
-            raise IdentityProviderError("identity provider answered for another user or service")
+            raise IdentityProviderError(
+                "identity provider answered for another user or service",
+                reason="bad_answer",
+                status=status,
+            )
         return attrs
 
     def health(self) -> dict[str, Any]:

@@ -167,7 +167,7 @@ def test_idp_failures_are_unavailable(make_client, answer, message) -> None:
             client.get_user_attributes(7)
         assert len(mock_idp.calls) == 1
     assert client.stats()["idp_errors"] == 1
-    assert isinstance(IdentityProviderError("x"), AttributesUnavailable)
+    assert isinstance(IdentityProviderError("x", reason="unreachable"), AttributesUnavailable)
 
 
 def test_idp_answer_for_another_user_is_refused(make_client) -> None:

@@ -21,7 +21,7 @@ def test_plain_url_gets_small_timeouts_and_one_retry() -> None:
     assert kwargs["socket_timeout"] == 0.1 and kwargs["socket_connect_timeout"] == 0.1
     assert kwargs["db"] == 3
     retry = kwargs["retry"]
-    assert retry.get_retries() == 1 and isinstance(retry._backoff, NoBackoff)
+    assert retry._retries == 1 and isinstance(retry._backoff, NoBackoff)
     other = connect("redis://127.0.0.1:6379/0")
     assert other.connection_pool.connection_kwargs["retry"] is not retry
 

@@ -41,7 +41,7 @@ from .connection import close as close_redis
 from .errors import AttributesUnavailable, DecodeError, IdentityProviderError
 from .idp import CircuitBreaker, IdentityProviderClient
 from .invalidation import Subscriber
-from .local_cache import Key, LocalCache
+from .local_cache import Key, LocalCache, Ticket
 from .metrics import Stats
 
 log = logging.getLogger(__name__)
@@ -237,11 +237,17 @@ class RedisAttributeClient:
         finally:
             if token is not None:
                 self._release_lease(key, token)
+        return self._keep_refreshed(key, attrs, ticket, manual=False)
+
+    def _keep_refreshed(
+        self, key: Key, attrs: UserAttributes | None, ticket: Ticket, *, manual: bool
+    ) -> UserAttributes | None:
+        """Put what the IdP answered into L1 (or drop the entry of an unknown user)."""
         if attrs is None:
             self.local.evict(key)
             return None
         self.local.put(key, attrs, ticket)
-        signals.attributes_refreshed.send(self, attributes=attrs, manual=False)
+        signals.attributes_refreshed.send(self, attributes=attrs, manual=manual)
         return attrs
 
     def _acquire_lease(self, key: Key) -> tuple[str | None, UserAttributes | None]:
@@ -333,13 +339,7 @@ class RedisAttributeClient:
         key = self._key(user_id, service_name)
         ticket = self.local.ticket(key)
         self.metrics.incr("manual_refreshes")
-        attrs = self._call_idp(key)
-        if attrs is None:
-            self.local.evict(key)
-            return None
-        self.local.put(key, attrs, ticket)
-        signals.attributes_refreshed.send(self, attributes=attrs, manual=True)
-        return attrs
+        return self._keep_refreshed(key, self._call_idp(key), ticket, manual=True)
 
     # -- invalidation -----------------------------------------------------------------------
 

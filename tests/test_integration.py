@@ -20,6 +20,7 @@ from flask_rbac_abac import RBACABAC, current_attributes, requires_permission, r
 from idp_app import create_app, db
 
 from .conftest import REDIS_URL
+from .servers import wait_for
 
 ADMIN_TOKEN = "integration-admin-token-0123456789"
 SECRET = "integration-secret-" + "z" * 32
@@ -102,15 +103,6 @@ def world(idp_url, key_prefix):
     yield service, rbac, user_id, headers
     with service.app_context():
         rbac.client.close()
-
-
-def wait_for(check, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def test_grant_then_revoke_without_restart(world, idp_url, real_redis) -> None:

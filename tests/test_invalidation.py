@@ -14,16 +14,7 @@ from flask_rbac_abac import RedisAttributeClient, UserAttributes
 from flask_rbac_abac.codec import Invalidation, publish_invalidation
 
 from .conftest import REDIS_URL, SERVICE
-from .servers import RedisServer, require_redis_server
-
-
-def wait_for(check, seconds: float = 2.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.01)
-    return False
+from .servers import RedisServer, require_redis_server, wait_for
 
 
 def attrs(user_id: int, version: int = 1, service: str = SERVICE) -> UserAttributes:

@@ -134,6 +134,7 @@ def main() -> int:
         )
         story = Story(stack, local_cache_ttl=DEMO_LOCAL_CACHE_TTL)
         ok = story.run()
+        story.close()
         failed = not ok
         if not ok:
             say(f"== {len(story.failures)} step(s) failed; logs in {workdir}")

@@ -38,6 +38,10 @@ class Story:
         self.ids: dict[str, int] = {}
         self.session = requests.Session()
 
+    def close(self) -> None:
+        """Close the HTTP session (its keep-alive connections to billing_api)."""
+        self.session.close()
+
     # -- output -----------------------------------------------------------------------------
 
     def ok(self, text: str) -> None:

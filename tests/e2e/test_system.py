@@ -31,7 +31,10 @@ def test_demo_story(make_stack: StackFactory) -> None:
     stack = make_stack(service_config={"RBAC_ABAC_LOCAL_CACHE_TTL": "2"})
     out = io.StringIO()
     story = Story(stack, out=out, local_cache_ttl=2)
-    assert story.run(), out.getvalue()
+    try:
+        assert story.run(), out.getvalue()
+    finally:
+        story.close()
     lines = out.getvalue().splitlines()
     assert [line for line in lines if not line.startswith("ok ")] == []
     assert len(lines) == len(story.passed) >= 18

@@ -105,13 +105,24 @@ def _no_roles(ctx: Context) -> Decision | None:
     return None
 
 
-class Role(Rule):
-    """Holds any one of ``names``."""
+class _Names(Rule):
+    """A rule over a non-empty list of role or permission names."""
+
+    kind = ""
 
     def __init__(self, *names: str) -> None:
         if not names or not all(isinstance(n, str) and n for n in names):
-            raise ValueError("role() needs at least one role name")
+            raise ValueError(f"{self.kind}() needs at least one {self.kind} name")
         self.names = names
+
+    def __repr__(self) -> str:
+        return f"{self.kind}{self.names!r}"
+
+
+class Role(_Names):
+    """Holds any one of ``names``."""
+
+    kind = "role"
 
     def _evaluate(self, ctx: Context) -> Decision:
         if ctx.user.has_role(*self.names):
@@ -120,17 +131,11 @@ class Role(Rule):
             False, f"missing role: one of {', '.join(self.names)}", "missing_role"
         )
 
-    def __repr__(self) -> str:
-        return f"role{self.names!r}"
 
-
-class Permission(Rule):
+class Permission(_Names):
     """Holds every one of ``names``."""
 
-    def __init__(self, *names: str) -> None:
-        if not names or not all(isinstance(n, str) and n for n in names):
-            raise ValueError("permission() needs at least one permission name")
-        self.names = names
+    kind = "permission"
 
     def _evaluate(self, ctx: Context) -> Decision:
         missing = [p for p in self.names if not ctx.user.has_permission(p)]
@@ -139,9 +144,6 @@ class Permission(Rule):
         return _no_roles(ctx) or Decision(
             False, f"missing permission: {', '.join(missing)}", "missing_permission"
         )
-
-    def __repr__(self) -> str:
-        return f"permission{self.names!r}"
 
 
 class Attribute(Rule):

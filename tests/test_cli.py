@@ -32,7 +32,7 @@ ALICE, DAVE = 1, 4
 
 
 @pytest.fixture
-def idp(tmp_path: Path, real_redis: redis.Redis, key_prefix: str) -> Flask:
+def idp(tmp_path: Path, real_redis: redis.Redis, key_prefix: str) -> Iterator[Flask]:
     app = idp_app.create_app(
         {
             "TESTING": True,
@@ -51,7 +51,9 @@ def idp(tmp_path: Path, real_redis: redis.Redis, key_prefix: str) -> Flask:
     seeded = runner.invoke(args=["seed-demo", "--token-out", str(token_file)])
     assert seeded.exit_code == 0, seeded.output
     app.config["TEST_SERVICE_TOKEN"] = json.loads(token_file.read_text())["billing_api"]
-    return app
+    yield app
+    with app.app_context():
+        idp_app.db.engine.dispose()  # close pooled SQLite connections (3.13 warns otherwise)
 
 
 @pytest.fixture

@@ -144,7 +144,7 @@ class RedisAttributeClient:
         the user is unknown or inactive. Raises :class:`AttributesUnavailable` when the
         attributes cannot be obtained, and :class:`InvalidKeyPart` for a malformed id or name.
         """
-        if service_name is None:
+        if service_name is None and type(user_id) in (int, str):
             # Only validated keys are ever stored, so a hit needs no validation (the hot path).
             attrs = self.local.get((self.service_name, user_id))
             if attrs is not None:

@@ -136,6 +136,8 @@ def test_invalid_key_parts_are_refused_before_any_io(make_client, idp) -> None:
         client.get_user_attributes("1*")
     with pytest.raises(InvalidKeyPart):
         client.get_user_attributes(1, service_name="billing:*")
+    with pytest.raises(InvalidKeyPart):
+        client.get_user_attributes(["not", "hashable"])  # type: ignore[arg-type]
     assert idp.requests == []
 
 

@@ -165,6 +165,9 @@ class RedisAttributeClient:
                 self.local.put(key, attrs, ticket)
                 return attrs
             self.metrics.incr("l2_misses")
+            if self.local.is_unknown(key):
+                self.metrics.incr("unknown_hits")
+                return None
             if not (auto_refresh and self.auto_refresh):
                 return None
             return self._refresh_single_flight(key, redis_ok)
@@ -244,7 +247,8 @@ class RedisAttributeClient:
     ) -> UserAttributes | None:
         """Put what the IdP answered into L1 (or drop the entry of an unknown user)."""
         if attrs is None:
-            self.local.evict(key)
+            if not self.local.put_unknown(key, ticket):
+                self.local.evict(key)
             return None
         self.local.put(key, attrs, ticket)
         signals.attributes_refreshed.send(self, attributes=attrs, manual=manual)

@@ -23,6 +23,9 @@ from .codec import UserAttributes
 Key = tuple[str, "int | str"]
 #: How long a key's eviction generation is remembered; longer than any in-flight lookup.
 _GENERATION_MEMORY = 300.0
+#: Seconds a user the IdP called unknown (or inactive) is remembered, so a deactivated user's
+#: still-valid token costs no IdP call per request; any invalidation of the key ends it sooner.
+UNKNOWN_TTL = 5.0
 
 
 class Ticket(NamedTuple):
@@ -60,6 +63,9 @@ class LocalCache:
         self._generations: TTLCache[Hashable, int] = TTLCache(
             maxsize, max(_GENERATION_MEMORY, ttl + max_stale), timer=timer
         )
+        self._unknown: TTLCache[Hashable, bool] = TTLCache(
+            maxsize, min(ttl, UNKNOWN_TTL), timer=timer
+        )
         self._flushes = 0
 
     def get(self, key: Key) -> UserAttributes | None:
@@ -96,6 +102,22 @@ class LocalCache:
             if current is not None and current.attrs.version > attrs.version:
                 return False
             self._entries[key] = _Entry(attrs, self._timer())
+            self._unknown.pop(key, None)
+            return True
+
+    def is_unknown(self, key: Key) -> bool:
+        """Did the IdP call this user unknown moments ago? No I/O."""
+        with self._lock:
+            return key in self._unknown
+
+    def put_unknown(self, key: Key, ticket: Ticket) -> bool:
+        """Remember that the IdP does not know ``key`` (drops its value), unless it was evicted
+        since ``ticket``."""
+        with self._lock:
+            if ticket != self._ticket(key):
+                return False
+            self._entries.pop(key, None)
+            self._unknown[key] = True
             return True
 
     def evict(self, key: Key, version: int | None = None) -> bool:
@@ -105,6 +127,7 @@ class LocalCache:
             if version is not None and current is not None and current.attrs.version >= version:
                 return False
             self._entries.pop(key, None)
+            self._unknown.pop(key, None)
             self._generations[key] = self._generations.get(key, 0) + 1
             return True
 
@@ -114,6 +137,8 @@ class LocalCache:
             keys = [k for k in list(self._entries.keys()) if k[1] == user_id]  # type: ignore[index]
             for key in keys:
                 del self._entries[key]
+            for key in [k for k in list(self._unknown.keys()) if k[1] == user_id]:  # type: ignore[index]
+                del self._unknown[key]
             user_key = ("*", user_id)
             self._generations[user_key] = self._generations.get(user_key, 0) + 1
         return len(keys)
@@ -122,6 +147,7 @@ class LocalCache:
         """Drop everything (the invalidation subscriber reconnected: messages may be lost)."""
         with self._lock:
             self._entries.clear()
+            self._unknown.clear()
             self._flushes += 1
 
     def __len__(self) -> int:

@@ -15,6 +15,7 @@ COUNTERS = (
     "refresh_waits",
     "idp_errors",
     "idp_not_found",
+    "unknown_hits",
     "redis_errors",
     "decode_errors",
     "stale_served",

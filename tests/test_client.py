@@ -18,7 +18,7 @@ from flask_rbac_abac import (
     RedisAttributeClient,
     UserAttributes,
 )
-from flask_rbac_abac.codec import attributes_key, lease_key
+from flask_rbac_abac.codec import Invalidation, attributes_key, lease_key
 
 from .conftest import IDP, SERVICE
 
@@ -364,3 +364,29 @@ def test_redis_and_idp_down_is_unavailable_fast(free_port, key_prefix) -> None:
         assert time.perf_counter() - started < 1.0
     finally:
         client.close()
+
+
+def test_unknown_user_is_remembered_briefly(make_client, backend, idp) -> None:
+    clock = Clock()
+    client = make_client(timer=clock)
+    assert client.get_user_attributes(42) is None
+    assert client.get_user_attributes(42) is None  # a deactivated user's token, again
+    assert len(idp.requests) == 1
+    assert client.stats()["unknown_hits"] == 1
+    clock.now += 6  # past the 5 s memory: ask again
+    assert client.get_user_attributes(42) is None
+    assert len(idp.requests) == 2
+
+
+def test_unknown_user_who_gets_a_role_is_seen_at_once(make_client, backend, idp) -> None:
+    client = make_client()
+    assert client.get_user_attributes(42) is None
+    # The IdP assigns a role: it writes Redis (seen even if the invalidation were lost) ...
+    make_client().set_user_attributes(attrs(user_id=42, roles=["viewer"]))
+    assert client.get_user_attributes(42).roles == ("viewer",)
+    # ... and an invalidation alone also ends the memory.
+    assert client.get_user_attributes(43) is None
+    client._on_invalidation(Invalidation(43, SERVICE, 1))
+    idp.add(43, roles=["admin"])
+    assert client.get_user_attributes(43).roles == ("admin",)
+    assert len(idp.requests) == 3

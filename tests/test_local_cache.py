@@ -79,3 +79,24 @@ def test_bounded() -> None:
         key = ("s", user)
         cache.put(key, UserAttributes(user_id=user, service_name="s"), cache.ticket(key))
     assert len(cache) == 2
+
+
+def test_unknown_users_are_forgotten_on_any_eviction_or_value() -> None:
+    clock = Clock()
+    cache = LocalCache(10, ttl=60, timer=clock)
+    assert cache.put_unknown(KEY, cache.ticket(KEY))
+    assert cache.is_unknown(KEY)
+    clock.now = 6
+    assert not cache.is_unknown(KEY)  # remembered 5 s only
+    for forget in (
+        lambda: cache.evict(KEY, version=1),
+        lambda: cache.evict_user(7),
+        cache.clear,
+        lambda: cache.put(KEY, attrs(1), cache.ticket(KEY)),
+    ):
+        assert cache.put_unknown(KEY, cache.ticket(KEY))
+        forget()
+        assert not cache.is_unknown(KEY)
+    ticket = cache.ticket(KEY)
+    cache.evict(KEY)
+    assert not cache.put_unknown(KEY, ticket)  # an answer from before the eviction

@@ -89,6 +89,17 @@ def http_url(value: object, key: str) -> str:
     return value.rstrip("/")
 
 
+def jwt_secret(value: object) -> str | None:
+    """``RBAC_ABAC_JWT_SECRET``: ``None`` or a string of at least 32 bytes (HS256)."""
+    if value is not None and (
+        not isinstance(value, str) or len(value.encode()) < MIN_HS256_SECRET_BYTES
+    ):
+        raise ConfigurationError(
+            f"RBAC_ABAC_JWT_SECRET must be a string of at least {MIN_HS256_SECRET_BYTES} bytes"
+        )
+    return value
+
+
 def cache_ttl_from_env(config: MutableMapping[str, Any]) -> int:
     """``RBAC_ABAC_CACHE_TTL`` from ``config``, else the environment, else 86400; validated."""
     config.setdefault("RBAC_ABAC_CACHE_TTL", DEFAULTS["RBAC_ABAC_CACHE_TTL"]())
@@ -142,11 +153,7 @@ def load(config: MutableMapping[str, Any]) -> Settings:
             f"RBAC_ABAC_IDP_TIMEOUT must be seconds or (connect, read), got {idp_timeout!r}"
         )
 
-    secret = config["RBAC_ABAC_JWT_SECRET"]
-    if secret is not None and (not isinstance(secret, str) or len(secret.encode()) < 32):
-        raise ConfigurationError(
-            f"RBAC_ABAC_JWT_SECRET must be a string of at least {MIN_HS256_SECRET_BYTES} bytes"
-        )
+    secret = jwt_secret(config["RBAC_ABAC_JWT_SECRET"])
     public_key = config["RBAC_ABAC_JWT_PUBLIC_KEY"]
     if public_key is not None and (
         not isinstance(public_key, str) or "BEGIN PUBLIC KEY" not in public_key

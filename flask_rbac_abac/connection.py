@@ -54,6 +54,18 @@ def close(client: Any) -> None:
         client.disconnect_connection_pools()  # type: ignore[no-untyped-call]
 
 
+def check_scheme(url: str) -> str:
+    """The URL's scheme (lower case) if this module can connect to it; else an error naming
+    ``RBAC_ABAC_REDIS_URL``. Lets an app refuse a bad URL at start, before any connection."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in _PLAIN + _SENTINEL + _CLUSTER:
+        raise ConfigurationError(
+            f"RBAC_ABAC_REDIS_URL: unsupported scheme {scheme!r}; use one of "
+            + ", ".join(s + "://" for s in _PLAIN + _SENTINEL + _CLUSTER)
+        )
+    return scheme
+
+
 def connect(url: str, *, timeout: float = DEFAULT_TIMEOUT, retries: int = 1) -> Any:
     """Return a redis-py client (``Redis`` or ``RedisCluster``) for ``url``.
 
@@ -62,37 +74,33 @@ def connect(url: str, *, timeout: float = DEFAULT_TIMEOUT, retries: int = 1) -> 
     :param retries: how many times a failed command is retried (no backoff).
     :raises ConfigurationError: when the URL cannot be used; the message names the key.
     """
-    scheme = urlsplit(url).scheme.lower()
+    scheme = check_scheme(url)
     kwargs = _timeouts(timeout, retries)
     if scheme in _PLAIN:
         return redis.Redis.from_url(url, **kwargs)
     if scheme in _CLUSTER:
         plain = url.replace("+cluster", "", 1)
         return RedisCluster.from_url(plain, **kwargs)
-    if scheme in _SENTINEL:
-        parts = urlsplit(url)
-        path = [p for p in parts.path.split("/") if p]
-        if not path:
-            raise ConfigurationError(
-                "RBAC_ABAC_REDIS_URL: a sentinel URL needs the service name as its path"
-            )
-        options = dict(parse_qsl(parts.query))
-        conn: dict[str, Any] = dict(kwargs)
-        conn["db"] = int(path[1]) if len(path) > 1 else 0
-        if parts.password:
-            conn["password"] = unquote(parts.password)
-        if parts.username:
-            conn["username"] = unquote(parts.username)
-        if scheme.startswith("rediss"):
-            conn["ssl"] = True
-        sentinel_kwargs = _timeouts(timeout, retries)
-        if "sentinel_password" in options:
-            sentinel_kwargs["password"] = options["sentinel_password"]
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            _hosts(parts.netloc, 26379), sentinel_kwargs=sentinel_kwargs, **_timeouts(timeout, 0)
+    # What is left is a Sentinel URL.
+    parts = urlsplit(url)
+    path = [p for p in parts.path.split("/") if p]
+    if not path:
+        raise ConfigurationError(
+            "RBAC_ABAC_REDIS_URL: a sentinel URL needs the service name as its path"
         )
-        return sentinel.master_for(path[0], **conn)  # type: ignore[no-untyped-call]
-    raise ConfigurationError(
-        f"RBAC_ABAC_REDIS_URL: unsupported scheme {scheme!r}; use one of "
-        + ", ".join(s + "://" for s in _PLAIN + _SENTINEL + _CLUSTER)
+    options = dict(parse_qsl(parts.query))
+    conn: dict[str, Any] = dict(kwargs)
+    conn["db"] = int(path[1]) if len(path) > 1 else 0
+    if parts.password:
+        conn["password"] = unquote(parts.password)
+    if parts.username:
+        conn["username"] = unquote(parts.username)
+    if scheme.startswith("rediss"):
+        conn["ssl"] = True
+    sentinel_kwargs = _timeouts(timeout, retries)
+    if "sentinel_password" in options:
+        sentinel_kwargs["password"] = options["sentinel_password"]
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        _hosts(parts.netloc, 26379), sentinel_kwargs=sentinel_kwargs, **_timeouts(timeout, 0)
     )
+    return sentinel.master_for(path[0], **conn)  # type: ignore[no-untyped-call]

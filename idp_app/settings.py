@@ -18,24 +18,15 @@ from flask_rbac_abac.config import (
     DEFAULT_AUDIENCE,
     DEFAULT_ISSUER,
     DEFAULT_REDIS_URL,
-    MIN_HS256_SECRET_BYTES,
     cache_ttl_from_env,
+    jwt_secret,
     positive_float,
     positive_int,
 )
+from flask_rbac_abac.connection import check_scheme
 from flask_rbac_abac.errors import ConfigurationError, InvalidKeyPart
 
 MIN_ADMIN_TOKEN_CHARS = 16
-REDIS_SCHEMES = (
-    "redis://",
-    "rediss://",
-    "unix://",
-    "redis+sentinel://",
-    "rediss+sentinel://",
-    "redis+cluster://",
-    "rediss+cluster://",
-)
-
 #: Keys read from the environment when set there.
 ENV_KEYS = (
     "DATABASE_URL",
@@ -111,11 +102,7 @@ def validate(config: MutableMapping[str, Any], instance_path: str) -> None:
     config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", engine_options)
 
     redis_url = _non_empty_str(config, "RBAC_ABAC_REDIS_URL")
-    if not redis_url.lower().startswith(REDIS_SCHEMES):
-        raise ConfigurationError(
-            f"RBAC_ABAC_REDIS_URL: unsupported scheme in {redis_url.split('://')[0]!r}; use "
-            + ", ".join(REDIS_SCHEMES)
-        )
+    check_scheme(redis_url)
     config["RBAC_ABAC_CACHE_TTL"] = cache_ttl_from_env(config)
     try:
         validate_prefix(config["RBAC_ABAC_KEY_PREFIX"])
@@ -141,12 +128,7 @@ def validate(config: MutableMapping[str, Any], instance_path: str) -> None:
         raise ConfigurationError(
             "RBAC_ABAC_JWT_SECRET and RBAC_ABAC_JWT_PRIVATE_KEY are both set; choose one algorithm"
         )
-    if secret is not None and (
-        not isinstance(secret, str) or len(secret.encode()) < MIN_HS256_SECRET_BYTES
-    ):
-        raise ConfigurationError(
-            f"RBAC_ABAC_JWT_SECRET must be a string of at least {MIN_HS256_SECRET_BYTES} bytes"
-        )
+    jwt_secret(secret)
     if private_key is not None:
         if not isinstance(private_key, str) or "PRIVATE KEY" not in private_key:
             raise ConfigurationError("RBAC_ABAC_JWT_PRIVATE_KEY must be a PEM private key")

@@ -144,19 +144,22 @@ class RedisAttributeClient:
         the user is unknown or inactive. Raises :class:`AttributesUnavailable` when the
         attributes cannot be obtained, and :class:`InvalidKeyPart` for a malformed id or name.
         """
+        looked_up = None
         if service_name is None and type(user_id) in (int, str):
             # Only validated keys are ever stored, so a hit needs no validation (the hot path).
-            attrs = self.local.get((self.service_name, user_id))
+            looked_up = (self.service_name, user_id)
+            attrs = self.local.get(looked_up)
             if attrs is not None:
                 self.metrics.incr("l1_hits")
                 return attrs
         started = time.perf_counter()
         key = self._key(user_id, service_name)
         try:
-            attrs = self.local.get(key)
-            if attrs is not None:
-                self.metrics.incr("l1_hits")
-                return attrs
+            if key != looked_up:  # normalised to another key ("123" -> 123): look again
+                attrs = self.local.get(key)
+                if attrs is not None:
+                    self.metrics.incr("l1_hits")
+                    return attrs
             self.metrics.incr("l1_misses")
             ticket = self.local.ticket(key)
             attrs, redis_ok = self._read_l2(key)

@@ -95,6 +95,9 @@ def test_l2_hit_fills_l1_and_l1_hit_does_no_redis_call(make_client, backend) -> 
         with mock.patch.object(backend, "execute_command", side_effect=AssertionError("I/O")):
             assert client.get_user_attributes(7).roles == ("accountant",)
     assert client.stats()["l1_hits"] == 1
+    with mock.patch.object(backend, "get", side_effect=AssertionError("Redis was called")):
+        assert client.get_user_attributes("7").roles == ("accountant",)  # same entry as 7
+    assert client.stats()["l1_hits"] == 2 and client.stats()["l1_misses"] == 1
 
 
 def test_auto_refresh_false_returns_none_without_calling_the_idp(make_client, idp) -> None:

@@ -393,3 +393,43 @@ def test_unknown_user_who_gets_a_role_is_seen_at_once(make_client, backend, idp)
     idp.add(43, roles=["admin"])
     assert client.get_user_attributes(43).roles == ("admin",)
     assert len(idp.requests) == 3
+
+
+def test_invalidation_during_the_redis_read_never_lands_the_old_value_in_l1(
+    make_client, backend
+) -> None:
+    """The revocation-vs-refresh race at the client level: a lookup reads the old value from
+    Redis, the IdP revokes and announces while that read is in flight, then the lookup stores
+    what it read. The old value must not reach L1 (the ticket is taken before the read)."""
+    client = make_client()
+    writer = make_client()
+    writer.set_user_attributes(attrs(version=1, roles=["admin"]))
+    key = (SERVICE, 7)
+    assert client.local.get(key) is None
+    read_done = threading.Event()
+    release = threading.Event()
+    real_get = backend.get
+
+    def slow_get(name):
+        value = real_get(name)
+        if name == client.key(7):
+            read_done.set()
+            assert release.wait(5)
+        return value
+
+    results = []
+    with mock.patch.object(backend, "get", side_effect=slow_get):
+        reader = threading.Thread(target=lambda: results.append(client.get_user_attributes(7)))
+        reader.start()
+        assert read_done.wait(5)
+        # The IdP's revocation: a newer value in Redis, then the announcement.
+        assert writer.set_user_attributes(attrs(version=2, roles=[])) is True
+        client._on_invalidation(Invalidation(7, SERVICE, 2))
+        release.set()
+        reader.join(5)
+    assert not reader.is_alive()
+    assert results and results[0].version == 1  # that request read before the change
+    assert client.local.get(key) is None  # but the old value was refused by L1
+    after = client.get_user_attributes(7)
+    assert after is not None and after.version == 2 and after.roles == ()
+    assert client.local.get(key) == after

@@ -69,16 +69,26 @@ def ensure_postgres() -> bool:
     return wait_for(5432, b"", None)
 
 
+#: What CI services set ``CI`` to: any of these (any case) means the real services must exist.
+TRUE_VALUES = frozenset({"1", "true", "yes", "on"})
+
+
+def in_ci(environ: dict[str, str] | None = None) -> bool:
+    """``CI`` set to any true value (``true``, ``1``, ``yes``, ``on``), as CI services do."""
+    value = (os.environ if environ is None else environ).get("CI", "")
+    return value.strip().lower() in TRUE_VALUES
+
+
 def main() -> int:
     ok = {"redis": ensure_redis(), "postgres": ensure_postgres()}
     for name, up in ok.items():
         print(f"{name}: {'up' if up else 'DOWN'}")
     if all(ok.values()):
         return 0
-    if os.environ.get("CI") == "true":
+    if in_ci():
         print("CI needs both services; see DEVELOPERS.md for how they are started")
         return 1
-    print("tests that need the missing service will be skipped (they fail under CI=true)")
+    print("tests that need the missing service will be skipped (they fail when CI is set)")
     return 0
 
 

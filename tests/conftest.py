@@ -1,11 +1,13 @@
-"""Shared fixtures: real services (skipped locally when absent, failing under CI=true)."""
+"""Shared fixtures: real services (skipped locally when absent, failing whenever CI is set)."""
 
 from __future__ import annotations
 
 import os
 import socket
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -14,13 +16,18 @@ REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-IN_CI = os.environ.get("CI") == "true"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+from ensure_services import in_ci  # noqa: E402
+
+#: ``CI`` set to any true value: a missing real service fails the run instead of skipping.
+IN_CI = in_ci()
 
 
 def service_missing(what: str) -> None:
     """Skip on a developer machine without the service; fail under CI, where it must exist."""
     if IN_CI:
-        pytest.fail(f"{what} is required under CI=true but is not reachable")
+        pytest.fail(f"{what} is required when CI is set but is not reachable")
     pytest.skip(f"{what} not reachable")
 
 

@@ -62,7 +62,7 @@ def pings(port: int) -> bool:
 def require_redis_server() -> None:
     if shutil.which("redis-server") is None:
         if IN_CI:
-            pytest.fail("redis-server is required under CI=true")
+            pytest.fail("redis-server is required when CI is set")
         pytest.skip("redis-server not installed")
 
 

@@ -24,7 +24,7 @@ from .codec import UserAttributes, validate_user_id
 from .errors import AttributesUnavailable, InvalidKeyPart
 from .identity import JWTVerifier
 from .metrics import prometheus_text
-from .rules import Context, Decision, Rule
+from .rules import ERROR, Context, Decision, Rule
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("flask_rbac_abac.audit")
@@ -227,7 +227,7 @@ class RBACABAC:
     def deny_for_error(self, rule: Rule) -> NoReturn:
         """A resource loader raised: deny (logged), never a 500 or an allow."""
         log.exception("resource loader for %r raised; denying", rule)
-        decision = Decision(False, "the authorization rule failed", "rule_error")
+        decision = ERROR
         req = request._get_current_object()  # type: ignore[attr-defined]
         self._record(self._state(), decision, g.get("_rbac_abac_identity"), rule, req)
         _abort(403, decision.reason, decision.code)

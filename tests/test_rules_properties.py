@@ -14,9 +14,7 @@ import operator
 from collections.abc import Iterator
 from typing import Any
 
-import fakeredis
 import pytest
-import responses
 from flask import Flask, jsonify
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -27,7 +25,7 @@ from flask_rbac_abac import predicate as predicate_rule
 from flask_rbac_abac import role as role_rule
 from flask_rbac_abac.rules import Context
 
-from .conftest import IDP, JWT_SECRET, SERVICE, FakeIdP, bearer
+from .conftest import SERVICE, FakeIdP, bearer, library_config
 
 ROLES = ("admin", "accountant", "viewer", "banned")
 PERMISSIONS = ("invoice:read", "invoice:write", "report:read")
@@ -260,28 +258,19 @@ class Current(Rule):
 
 
 @pytest.fixture
-def probe(key_prefix: str) -> Iterator[tuple[Flask, FakeIdP]]:
-    backend = fakeredis.FakeRedis(server=fakeredis.FakeServer())
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        idp = FakeIdP(mock, backend, key_prefix)
-        app = Flask(__name__)
-        app.config.update(
-            SERVICE_NAME=SERVICE,
-            IDENTITY_PROVIDER_URL=IDP,
-            RBAC_ABAC_JWT_SECRET=JWT_SECRET,
-            RBAC_ABAC_KEY_PREFIX=key_prefix,
-            RBAC_ABAC_INVALIDATION=False,
-        )
-        RBACABAC(app, redis=backend)
+def probe(fake_idp: FakeIdP, key_prefix: str) -> Iterator[tuple[Flask, FakeIdP]]:
+    app = Flask(__name__)
+    app.config.update(library_config(key_prefix))
+    RBACABAC(app, redis=fake_idp.client)
 
-        @app.get("/probe")
-        @requires(Current())
-        def probe_view() -> Any:
-            return jsonify(ok=True)
+    @app.get("/probe")
+    @requires(Current())
+    def probe_view() -> Any:
+        return jsonify(ok=True)
 
-        yield app, idp
-        with app.app_context():
-            app.extensions["rbac_abac"].client.close()
+    yield app, fake_idp
+    with app.app_context():
+        app.extensions["rbac_abac"].client.close()
 
 
 user_ids = itertools.count(1000)

@@ -365,19 +365,17 @@ def routes_command(strict: bool) -> None:
     if extension is None:
         raise click.ClickException("flask_rbac_abac is not initialised on this app")
     required = strict or bool(extension.settings.require_authorization)
-    rows: list[tuple[str, str, str, ViewProtection]] = []
+    rows: list[tuple[tuple[str, str, str], ViewProtection]] = []
     for rule in sorted(current_app.url_map.iter_rules(), key=lambda r: (r.rule, r.endpoint)):
         view = current_app.view_functions.get(rule.endpoint)
         for methods, protection in _route_protections(rule.endpoint, set(rule.methods or ()), view):
-            rows.append((",".join(methods), rule.rule, rule.endpoint, protection))
-    widths = [max((len(row[i]) for row in rows), default=0) for i in range(3)]
-    counts = {kind: 0 for kind in Protection}
-    for methods, path, endpoint, protection in rows:
+            rows.append(((",".join(methods), rule.rule, rule.endpoint), protection))
+    widths = [max((len(cells[i]) for cells, _ in rows), default=0) for i in range(3)]
+    counts = dict.fromkeys(Protection, 0)
+    for cells, protection in rows:
         counts[protection.kind] += 1
-        click.echo(
-            f"{methods:<{widths[0]}}  {path:<{widths[1]}}  {endpoint:<{widths[2]}}  "
-            + protection.describe()
-        )
+        columns = "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
+        click.echo(f"{columns}  {protection.describe()}")
     unprotected, misplaced = counts[Protection.UNPROTECTED], counts[Protection.MISPLACED]
     click.echo(
         f"{len(rows)} routes: {counts[Protection.PROTECTED]} protected, "

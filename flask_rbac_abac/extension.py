@@ -181,7 +181,9 @@ class RBACABAC:
             self._refuse(state, NO_RULE, req)
         return None
 
-    def _protection(self, app: Flask, state: _AppState, endpoint: str, method: str) -> ViewProtection:
+    def _protection(
+        self, app: Flask, state: _AppState, endpoint: str, method: str
+    ) -> ViewProtection:
         """How ``endpoint`` is protected for ``method``, worked out once per registered view."""
         if not state.scanned:
             state.scanned = True

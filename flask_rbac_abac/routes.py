@@ -117,7 +117,7 @@ def classify(endpoint: str, view: Callable[..., Any] | None, method: str) -> Vie
     if _is_wrapped(view):
         return ViewProtection(Protection.MISPLACED)
     rules: tuple[Rule, ...] = getattr(view, RULES_ATTR, ())
-    marked = [view]
+    marked: list[object] = [view]
     view_class = getattr(view, "view_class", None)
     if isinstance(view_class, type):
         handler = _handler(view_class, method)

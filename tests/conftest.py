@@ -151,7 +151,7 @@ def idp(backend: redis.Redis, key_prefix: str) -> Iterator[FakeIdP]:
 
 @pytest.fixture
 def fake_idp(key_prefix: str) -> Iterator[FakeIdP]:
-    """A FakeIdP over its own fakeredis (``fake_idp.client``), for tests about the app, not Redis."""
+    """A FakeIdP over its own fakeredis (``fake_idp.client``): for tests of the app, not Redis."""
     import fakeredis
     import responses
 

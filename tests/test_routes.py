@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from flask import Blueprint, Flask, jsonify
@@ -46,7 +46,7 @@ class Invoices(MethodView):
 
 
 class Guarded(MethodView):
-    decorators = [requires_role("admin")]
+    decorators: ClassVar[list[Callable[..., Any]]] = [requires_role("admin")]
 
     def get(self) -> Any:
         return jsonify(view="guarded")
@@ -202,8 +202,12 @@ def test_with_the_guard_a_view_without_rule_or_public_is_refused(guarded, path) 
 
 def test_without_the_guard_a_view_without_rule_is_served(unguarded) -> None:
     client = unguarded.test_client()
-    for path, name in [("/forgotten", "forgotten"), ("/bp/forgotten", "bp.forgotten"),
-                       ("/plain", "plain"), ("/invoices", None)]:
+    for path, name in [
+        ("/forgotten", "forgotten"),
+        ("/bp/forgotten", "bp.forgotten"),
+        ("/plain", "plain"),
+        ("/invoices", None),
+    ]:
         if name is None:
             assert client.delete(path).json == {"deleted": True}
         else:
@@ -221,8 +225,12 @@ def test_with_the_guard_public_views_need_nothing(guarded, path, view) -> None:
 
 @pytest.mark.parametrize(
     ("path", "view"),
-    [("/ruled", "ruled"), ("/bp/ruled", "bp.ruled"), ("/guarded", "guarded"),
-     ("/invoices", "invoices")],
+    [
+        ("/ruled", "ruled"),
+        ("/bp/ruled", "bp.ruled"),
+        ("/guarded", "guarded"),
+        ("/invoices", "invoices"),
+    ],
 )
 def test_with_the_guard_ruled_views_work_as_before(guarded, path, view) -> None:
     client = guarded.test_client()
@@ -307,7 +315,8 @@ def test_the_setting_is_off_by_default_and_validated(key_prefix, fake_users) -> 
     bad = Flask(__name__)
     bad.config.update(library_config(key_prefix, RBAC_ABAC_REQUIRE_AUTHORIZATION="sometimes"))
     with pytest.raises(
-        ConfigurationError, match="RBAC_ABAC_REQUIRE_AUTHORIZATION must be a boolean, got 'sometimes'"
+        ConfigurationError,
+        match="RBAC_ABAC_REQUIRE_AUTHORIZATION must be a boolean, got 'sometimes'",
     ):
         RBACABAC(bad, redis=fake_users.client)
 
@@ -413,7 +422,14 @@ def test_routes_shows_static_files_as_not_guarded(key_prefix, fake_users, tmp_pa
     code, lines = routes(app)
     assert code == 0
     assert [line.split() for line in lines[:2]] == [
-        ["GET", "/assets/files/<path:filename>", "assets.static", "static", "files", "(not",
-         "guarded)"],
+        [
+            "GET",
+            "/assets/files/<path:filename>",
+            "assets.static",
+            "static",
+            "files",
+            "(not",
+            "guarded)",
+        ],
         ["GET", "/static/<path:filename>", "static", "static", "files", "(not", "guarded)"],
     ]

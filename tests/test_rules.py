@@ -116,8 +116,20 @@ def test_an_error_stops_an_any_of_even_when_a_later_branch_would_allow() -> None
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [(1, True), (0, False), (True, 1), (False, 0), (True, 1.0), ("1", 1), (1, "1"), (None, False),
-     ("true", True), ((1, 2), "12"), ({"a": 1}, (("a", 1),)), ((True,), (1,))],
+    [
+        (1, True),
+        (0, False),
+        (True, 1),
+        (False, 0),
+        (True, 1.0),
+        ("1", 1),
+        (1, "1"),
+        (None, False),
+        ("true", True),
+        ((1, 2), "12"),
+        ({"a": 1}, (("a", 1),)),
+        ((True,), (1,)),
+    ],
 )
 def test_attribute_of_unlike_types_is_an_error(value, expected) -> None:
     user = UserAttributes(user_id=1, service_name="billing_api", attributes={"x": value})
@@ -127,9 +139,20 @@ def test_attribute_of_unlike_types_is_an_error(value, expected) -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected", "allowed"),
-    [(True, True, True), (False, False, True), (True, False, False), (1, 1, True),
-     (1, 1.0, True), (2, 1, False), ("a", "a", True), (None, None, True), ((1, "a"), [1, "a"], True),
-     ((1, 2), [1, 2, 3], False), ({"a": True}, {"a": True}, True), ({"a": 1}, {"b": 1}, False)],
+    [
+        (True, True, True),
+        (False, False, True),
+        (True, False, False),
+        (1, 1, True),
+        (1, 1.0, True),
+        (2, 1, False),
+        ("a", "a", True),
+        (None, None, True),
+        ((1, "a"), [1, "a"], True),
+        ((1, 2), [1, 2, 3], False),
+        ({"a": True}, {"a": True}, True),
+        ({"a": 1}, {"b": 1}, False),
+    ],
 )
 def test_attribute_of_like_types_compares(value, expected, allowed) -> None:
     user = UserAttributes(user_id=1, service_name="billing_api", attributes={"x": value})

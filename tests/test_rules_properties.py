@@ -51,7 +51,9 @@ class Raised(Exception):
 
 leaves = st.one_of(
     st.tuples(st.just("role"), st.lists(st.sampled_from(ROLES), min_size=1, max_size=2)),
-    st.tuples(st.just("permission"), st.lists(st.sampled_from(PERMISSIONS), min_size=1, max_size=2)),
+    st.tuples(
+        st.just("permission"), st.lists(st.sampled_from(PERMISSIONS), min_size=1, max_size=2)
+    ),
     st.tuples(st.just("attribute"), st.sampled_from(ATTRIBUTE_NAMES), json_values),
     st.tuples(st.just("predicate"), st.sampled_from(BEHAVIOURS)),
 )
@@ -102,7 +104,7 @@ def same(value: Any, expected: Any) -> bool | None:
         return bool(value == expected)
     if len(value) != len(expected):
         return False
-    results = [same(a, b) for a, b in zip(value, expected)]
+    results = [same(a, b) for a, b in zip(value, expected, strict=True)]
     if None in results:
         return None
     return all(results)
@@ -308,8 +310,7 @@ def test_through_flask_the_issue_example_is_403_rule_error(probe) -> None:
     app, idp = probe
     idp.add(999, roles=["viewer"], attributes={"blocked_until": "2030-01-01"})
     Current.rule = ~(
-        role_rule("banned")
-        | predicate_rule(lambda u, r: u.get("blocked_until") > time.time())
+        role_rule("banned") | predicate_rule(lambda u, r: u.get("blocked_until") > time.time())
     )
     response = app.test_client().get("/probe", headers=bearer(999))
     assert (response.status_code, response.json["reason"]) == (403, "rule_error")

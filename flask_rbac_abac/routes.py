@@ -33,6 +33,9 @@ RULES_ATTR = "_rbac_abac_rules"
 #: The attribute :func:`~flask_rbac_abac.public` sets on a view function or class.
 PUBLIC_ATTR = "_rbac_abac_public"
 
+#: How far down a ``__wrapped__`` chain :func:`record_wrapped` looks (a cycle must end).
+_MAX_CHAIN = 32
+
 # Functions a rule decorator has wrapped. Weak, so a function (and a test's app) can go away.
 _wrapped: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()
 
@@ -68,11 +71,21 @@ class ViewProtection:
 
 
 def record_wrapped(view: Callable[..., Any]) -> None:
-    """Remember that a rule decorator wrapped ``view`` (so ``view`` must not be a route)."""
-    try:
-        _wrapped.add(view)
-    except TypeError:  # cannot be weakly referenced (a builtin): Flask cannot route to it either
-        pass
+    """Remember that a rule decorator wrapped ``view`` (so ``view`` must not be a route).
+
+    The functions ``view`` itself wraps (its ``__wrapped__`` chain, as ``functools.wraps`` sets
+    it) are remembered too: ``@requires_role("x") @other_decorator @app.get("/p")`` registered
+    the innermost function, and the rule above it never runs either.
+    """
+    current: Any = view
+    for _ in range(_MAX_CHAIN):
+        try:
+            _wrapped.add(current)
+        except TypeError:  # cannot be weakly referenced (a builtin): Flask cannot route to it
+            pass
+        current = getattr(current, "__wrapped__", None)
+        if current is None:
+            return
 
 
 def view_name(view: Callable[..., Any] | None) -> str:

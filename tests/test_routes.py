@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -63,6 +64,16 @@ class Plain(View):
         return jsonify(view="plain")
 
 
+def passthrough(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Some other decorator (a cache, a rate limit) made with ``functools.wraps``."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
 def build(key_prefix: str, idp: FakeIdP, static: Path | None = None, **config: Any) -> Flask:
     """An app with one view of each kind: ruled, public, forgotten, misplaced, class-based."""
     app = Flask(__name__, static_folder=static, static_url_path="/static")
@@ -87,6 +98,12 @@ def build(key_prefix: str, idp: FakeIdP, static: Path | None = None, **config: A
     @app.get("/misplaced")
     def misplaced() -> Any:
         return jsonify(view="misplaced")
+
+    @requires_role("admin")
+    @passthrough
+    @app.get("/misplaced-over-another-decorator")
+    def misplaced_over_another_decorator() -> Any:
+        return jsonify(view="misplaced-over-another-decorator")
 
     @requires_role("admin")
     @app.get("/misplaced-over-a-rule")
@@ -156,7 +173,10 @@ def unguarded(key_prefix: str, fake_users: FakeIdP) -> Iterator[Flask]:
 
 
 @pytest.mark.parametrize("app_fixture", ["guarded", "unguarded"])
-@pytest.mark.parametrize("path", ["/misplaced", "/misplaced-over-a-rule", "/bp/misplaced"])
+@pytest.mark.parametrize(
+    "path",
+    ["/misplaced", "/misplaced-over-a-rule", "/misplaced-over-another-decorator", "/bp/misplaced"],
+)
 def test_a_misplaced_rule_is_refused_never_served(request, app_fixture, path) -> None:
     client = request.getfixturevalue(app_fixture).test_client()
     for headers in ({}, bearer(ADMIN), bearer(VIEWER)):
@@ -168,7 +188,7 @@ def test_a_misplaced_rule_is_logged_by_name_at_the_first_request(unguarded, capl
     with caplog.at_level(logging.ERROR, logger="flask_rbac_abac"):
         assert unguarded.test_client().get("/ruled").status_code == 401
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-    assert len(errors) == 3
+    assert len(errors) == 4
     assert any(
         "view tests.test_routes.build.<locals>.misplaced (endpoint 'misplaced') is registered "
         "without its rule: the rule decorator is above the route decorator" in e
@@ -176,6 +196,7 @@ def test_a_misplaced_rule_is_logged_by_name_at_the_first_request(unguarded, capl
     )
     assert any("(endpoint 'bp.bp_misplaced')" in e for e in errors)
     assert any("(endpoint 'misplaced_over_a_rule')" in e for e in errors)
+    assert any("(endpoint 'misplaced_over_another_decorator')" in e for e in errors)
 
 
 def test_the_refusal_is_counted_and_audited(unguarded, caplog) -> None:
@@ -259,7 +280,11 @@ def test_the_guard_leaves_options_static_files_404_and_405_alone(
 ) -> None:
     (tmp_path / "logo.txt").write_text("logo")
     app = build(key_prefix, fake_users, static=tmp_path, RBAC_ABAC_REQUIRE_AUTHORIZATION=True)
+    assets = Blueprint("assets", __name__, static_folder=tmp_path, url_prefix="/assets")
+    app.register_blueprint(assets)
     client = app.test_client()
+    with client.get(f"/assets/{tmp_path.name}/logo.txt") as static:
+        assert (static.status_code, static.data) == (200, b"logo")
     assert client.options("/forgotten").status_code == 200
     assert client.options("/misplaced").status_code == 200
     static = client.get("/static/logo.txt")
@@ -268,6 +293,22 @@ def test_the_guard_leaves_options_static_files_404_and_405_alone(
     assert client.get("/nowhere").status_code == 404
     assert client.delete("/forgotten").status_code == 405
     assert client.put("/ruled", headers=bearer(ADMIN)).status_code == 405
+
+
+def test_a_rule_under_another_decorator_is_in_place(key_prefix, fake_users) -> None:
+    app = clean_app(key_prefix, fake_users, RBAC_ABAC_REQUIRE_AUTHORIZATION=True)
+
+    @app.get("/c")
+    @passthrough
+    @requires_role("admin")
+    def c() -> Any:
+        return jsonify(view="c")
+
+    client = app.test_client()
+    assert client.get("/c").status_code == 401
+    assert client.get("/c", headers=bearer(VIEWER)).json["reason"] == "missing_role"
+    assert client.get("/c", headers=bearer(ADMIN)).json == {"view": "c"}
+    assert routes(app)[0] == 0
 
 
 def test_a_view_replaced_after_the_first_request_is_judged_again(guarded) -> None:
@@ -358,12 +399,19 @@ def test_routes_lists_every_route_with_its_protection(guarded) -> None:
         "route decorator, so it never runs; the route is refused)",
         ("GET", "/misplaced-over-a-rule", "misplaced_over_a_rule"): "MISPLACED RULE (the rule "
         "decorator is above the route decorator, so it never runs; the route is refused)",
+        (
+            "GET",
+            "/misplaced-over-another-decorator",
+            "misplaced_over_another_decorator",
+        ): "MISPLACED"
+        " RULE (the rule decorator is above the route decorator, so it never runs; the route is "
+        "refused)",
         ("GET", "/open", "open_view"): "public",
         ("GET", "/plain", "plain"): "UNPROTECTED",
         ("GET", "/ruled", "ruled"): "permission('invoice:read')",
         ("GET", "/status", "status"): "public",
     }
-    assert lines[-1] == "15 routes: 4 protected, 4 public, 4 unprotected, 3 misplaced, 0 static"
+    assert lines[-1] == "16 routes: 4 protected, 4 public, 4 unprotected, 4 misplaced, 0 static"
 
 
 def clean_app(key_prefix: str, idp: FakeIdP, **config: Any) -> Flask:

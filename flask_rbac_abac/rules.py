@@ -102,7 +102,8 @@ def strictly_equal(value: object, expected: object) -> bool:
     """
     kind, expected_kind = _kind(value), _kind(expected)
     if kind != expected_kind:
-        raise UnlikeTypes(f"cannot compare {kind} {value!r} with {expected_kind} {expected!r}")
+        # Types only: attribute values are the user's data and stay out of the logs.
+        raise UnlikeTypes(f"cannot compare a {kind} with a {expected_kind}")
     if kind == "array":
         left, right = cast("Sequence[object]", value), cast("Sequence[object]", expected)
         return len(left) == len(right) and all(map(strictly_equal, left, right))
@@ -114,7 +115,7 @@ def strictly_equal(value: object, expected: object) -> bool:
 
 def _as_bool(result: object, what: str) -> bool:
     if not isinstance(result, bool):
-        raise NotABool(f"{what} returned {type(result).__name__} {result!r}, not a bool")
+        raise NotABool(f"{what} returned a {type(result).__name__}, not a bool")
     return result
 
 

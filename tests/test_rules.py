@@ -192,3 +192,13 @@ def test_a_custom_rule_returning_no_decision_is_an_error() -> None:
 def test_rule_reprs_read_as_code() -> None:
     rule = ~(role("a", "b") | permission("x:y")) & attribute("n", 1)
     assert repr(rule) == "(~(role('a', 'b') | permission('x:y')) & attribute('n', 1))"
+
+
+def test_a_failed_comparison_is_logged_with_types_not_values(caplog) -> None:
+    user = UserAttributes(user_id=1, service_name="billing_api", attributes={"ssn": "123-45"})
+    with caplog.at_level("ERROR", logger="flask_rbac_abac"):
+        assert decide(attribute("ssn", 12345), user).code == "rule_error"
+        assert decide(predicate(lambda u, r: u.get("ssn")), user).code == "rule_error"
+    assert "cannot compare a string with a number" in caplog.text
+    assert "predicate 'denied by policy' returned a str, not a bool" in caplog.text
+    assert "123-45" not in caplog.text

@@ -37,6 +37,8 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, redis: Any = Non
     app.config.from_mapping(
         SERVICE_NAME=SERVICE_NAME,
         MAX_CONTENT_LENGTH=64 * 1024,
+        # Every view must carry a rule or @public: a forgotten one is refused, not served.
+        RBAC_ABAC_REQUIRE_AUTHORIZATION=True,
     )
     app.config.from_prefixed_env("BILLING_API")
     if test_config is not None:

@@ -5,6 +5,10 @@ and latency, the TTL actually applied to a written key, the identity provider's 
 automatic refresh (evict a real user's entry and read it back through the IdP) and manual
 refresh. One line per check, ``ok ...`` or ``FAIL ... (hint: ...)``; exit status 0 only when
 every check passed. The hints are the origin note's troubleshooting list.
+
+``routes`` lists every route with its methods and what protects it (the rules, ``public``,
+``UNPROTECTED`` or ``MISPLACED RULE``), and fails when a route would be refused or served
+without a decision: usable in CI.
 """
 
 from __future__ import annotations
@@ -25,10 +29,11 @@ from .client import RedisAttributeClient
 from .codec import UserAttributes, validate_user_id
 from .config import DEFAULT_IDP_URL
 from .errors import IdentityProviderError, InvalidKeyPart, RBACABACError
+from .routes import Protection, ViewProtection, classify
 
 rbac_abac_cli = AppGroup(
     "rbac-abac",
-    help="flask-rbac-abac: deployment self-check, cache refresh and statistics.",
+    help="flask-rbac-abac: deployment self-check, route listing, cache refresh and statistics.",
 )
 
 #: Seconds a probe entry's TTL may be below the configured TTL (the time to read it back).
@@ -331,3 +336,52 @@ def refresh_command(user_id: str, service: str | None) -> None:
 def stats_command() -> None:
     """Print the cache counters as JSON (of this process: each worker counts for itself)."""
     click.echo(json.dumps(_client().stats(), indent=2, sort_keys=True, default=str))
+
+
+def _route_protections(
+    endpoint: str, methods: set[str], view: Any
+) -> list[tuple[list[str], ViewProtection]]:
+    """The route's methods grouped by protection (a class-based view may differ per method)."""
+    shown = sorted(methods - {"OPTIONS"} - ({"HEAD"} if "GET" in methods else set()))
+    groups: dict[ViewProtection, list[str]] = {}
+    for method in shown:
+        groups.setdefault(classify(endpoint, view, method), []).append(method)
+    return [(group, protection) for protection, group in groups.items()]
+
+
+@rbac_abac_cli.command("routes")
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Fail on an unprotected view even when RBAC_ABAC_REQUIRE_AUTHORIZATION is off.",
+)
+def routes_command(strict: bool) -> None:
+    """List every route with its methods and its rule, ``public`` or ``UNPROTECTED``.
+
+    Exits 1 when a rule decorator is misplaced (above the route decorator), or when a view is
+    unprotected and RBAC_ABAC_REQUIRE_AUTHORIZATION is on (or ``--strict``).
+    """
+    extension = current_app.extensions.get("rbac_abac")
+    if extension is None:
+        raise click.ClickException("flask_rbac_abac is not initialised on this app")
+    required = strict or bool(extension.settings.require_authorization)
+    rows: list[tuple[tuple[str, str, str], ViewProtection]] = []
+    for rule in sorted(current_app.url_map.iter_rules(), key=lambda r: (r.rule, r.endpoint)):
+        view = current_app.view_functions.get(rule.endpoint)
+        for methods, protection in _route_protections(rule.endpoint, set(rule.methods or ()), view):
+            rows.append(((",".join(methods), rule.rule, rule.endpoint), protection))
+    widths = [max((len(cells[i]) for cells, _ in rows), default=0) for i in range(3)]
+    counts = dict.fromkeys(Protection, 0)
+    for cells, protection in rows:
+        counts[protection.kind] += 1
+        columns = "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
+        click.echo(f"{columns}  {protection.describe()}")
+    unprotected, misplaced = counts[Protection.UNPROTECTED], counts[Protection.MISPLACED]
+    click.echo(
+        f"{len(rows)} routes: {counts[Protection.PROTECTED]} protected, "
+        f"{counts[Protection.PUBLIC]} public, {unprotected} unprotected, {misplaced} misplaced, "
+        f"{counts[Protection.STATIC]} static"
+        + ("" if required else " (RBAC_ABAC_REQUIRE_AUTHORIZATION is off)")
+    )
+    if misplaced or (required and unprotected):
+        raise SystemExit(1)

@@ -45,6 +45,7 @@ DEFAULTS: dict[str, Callable[[], Any]] = {
     "RBAC_ABAC_JWT_AUDIENCE": lambda: _env("RBAC_ABAC_JWT_AUDIENCE", DEFAULT_AUDIENCE),
     "RBAC_ABAC_JWT_ISSUER": lambda: _env("RBAC_ABAC_JWT_ISSUER", DEFAULT_ISSUER),
     "RBAC_ABAC_TOKEN_CACHE_SIZE": lambda: 10000,
+    "RBAC_ABAC_REQUIRE_AUTHORIZATION": lambda: _env("RBAC_ABAC_REQUIRE_AUTHORIZATION", False),
 }
 
 
@@ -128,6 +129,8 @@ class Settings:
     jwt_audience: str
     jwt_issuer: str
     token_cache_size: int
+    #: Refuse (403 ``no_rule``) a view with neither a rule nor ``@public``.
+    require_authorization: bool = False
 
 
 def load(config: MutableMapping[str, Any]) -> Settings:
@@ -197,5 +200,8 @@ def load(config: MutableMapping[str, Any]) -> Settings:
         jwt_issuer=config["RBAC_ABAC_JWT_ISSUER"],
         token_cache_size=positive_int(
             config["RBAC_ABAC_TOKEN_CACHE_SIZE"], "RBAC_ABAC_TOKEN_CACHE_SIZE"
+        ),
+        require_authorization=as_bool(
+            config["RBAC_ABAC_REQUIRE_AUTHORIZATION"], "RBAC_ABAC_REQUIRE_AUTHORIZATION"
         ),
     )

@@ -2,7 +2,12 @@
 
 ``@requires(rule, resource=...)`` marks a view as protected (the before-request hook then loads the
 caller's attributes) and evaluates ``rule`` with the resource the loader returns for the view's
-arguments. ``OPTIONS`` requests pass through so CORS preflights work.
+arguments. ``OPTIONS`` requests pass through so CORS preflights work. ``@public`` marks a view
+that deliberately has no rule (see ``RBAC_ABAC_REQUIRE_AUTHORIZATION``).
+
+A rule decorator goes *below* the route decorator, so that the app registers the protected
+wrapper. Each function ``requires`` wraps is recorded (:func:`routes.record_wrapped`): when the
+app registered that inner function instead, the route is refused as misplaced.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.local import LocalProxy
 
 from .codec import UserAttributes
+from .routes import PUBLIC_ATTR, RULES_ATTR, record_wrapped
 from .rules import Context, Decision, Rule, attribute, permission, role
 
 F = TypeVar("F", bound=Callable[..., Any])
+V = TypeVar("V")
 
 
 def _extension() -> Any:
@@ -86,11 +93,22 @@ def requires(rule: Rule, *, resource: Callable[..., Any] | None = None) -> Calla
                 return current_app.ensure_sync(view)(*args, **kwargs)
             return view(*args, **kwargs)
 
-        rules = (*getattr(view, "_rbac_abac_rules", ()), rule)
-        wrapper._rbac_abac_rules = rules  # type: ignore[attr-defined]
+        setattr(wrapper, RULES_ATTR, (*getattr(view, RULES_ATTR, ()), rule))
+        record_wrapped(view)
         return cast(F, wrapper)
 
     return decorator
+
+
+def public(view: V) -> V:
+    """Mark a view function or a class-based view as deliberately open to everyone.
+
+    With ``RBAC_ABAC_REQUIRE_AUTHORIZATION`` on, a view with neither a rule nor this marker is
+    refused (403 ``no_rule``); ``flask rbac-abac routes`` lists it as ``public``. A view that
+    authorizes inside its body (``enforce(rule)`` or ``with rule:``) needs the marker too.
+    """
+    setattr(view, PUBLIC_ATTR, True)
+    return view
 
 
 def requires_role(*roles: str) -> Callable[[F], F]:
@@ -113,6 +131,7 @@ __all__ = [
     "current_attributes",
     "current_identity",
     "enforce",
+    "public",
     "requires",
     "requires_attribute",
     "requires_permission",

@@ -3,6 +3,12 @@
 A request to a protected view goes: identity (401 without one) -> attributes through the client
 (503 when they cannot be obtained, 403 for a user unknown to the IdP) -> the view's rule (403 with
 the reason when it denies). Unknown is never allowed.
+
+Before any of that, the route guard: a view whose rule decorator sits above the route decorator
+is refused (403 ``misplaced_rule``) whatever the configuration, and with
+``RBAC_ABAC_REQUIRE_AUTHORIZATION`` a view with neither a rule nor ``@public`` is refused
+(403 ``no_rule``). How each view is protected is worked out once per endpoint and method
+(:mod:`.routes`) and kept until the app registers another function for that endpoint.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import logging
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
 import requests
@@ -24,7 +30,8 @@ from .codec import UserAttributes, validate_user_id
 from .errors import AttributesUnavailable, InvalidKeyPart
 from .identity import JWTVerifier
 from .metrics import prometheus_text
-from .rules import Context, Decision, Rule
+from .routes import Protection, ViewProtection, classify, view_name
+from .rules import ERROR, Context, Decision, Rule
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("flask_rbac_abac.audit")
@@ -33,11 +40,21 @@ IdentityLoader = Callable[[], Any]
 L = TypeVar("L", bound=IdentityLoader)
 
 
+#: The refusals of the route guard: a misplaced rule always, a view without rule when required.
+MISPLACED_RULE = Decision(
+    False, "this view's authorization rule is misplaced and never runs", "misplaced_rule"
+)
+NO_RULE = Decision(False, "this view has no authorization rule", "no_rule")
+
+
 @dataclass
 class _AppState:
     settings: config.Settings
     client: RedisAttributeClient
     verifier: JWTVerifier | None
+    #: (endpoint, method) -> (the view it was worked out for, its protection).
+    protections: dict[tuple[str, str], tuple[Any, ViewProtection]] = field(default_factory=dict)
+    scanned: bool = False
 
 
 def _abort(status: int, error: str, reason: str, **headers: str) -> NoReturn:
@@ -131,6 +148,11 @@ class RBACABAC:
             raise RuntimeError("flask_rbac_abac is not initialised on this app") from None
 
     @property
+    def settings(self) -> config.Settings:
+        """The current app's validated configuration."""
+        return self._state().settings
+
+    @property
     def client(self) -> RedisAttributeClient:
         """The current app's :class:`RedisAttributeClient`."""
         return self._state().client
@@ -149,12 +171,47 @@ class RBACABAC:
         state.client.listen()
         req = request._get_current_object()  # type: ignore[attr-defined]
         if req.method == "OPTIONS" or req.endpoint is None:
-            return None
-        view = app.view_functions.get(req.endpoint)
-        if not getattr(view, "_rbac_abac_rules", None):
-            return None  # not a protected view: nothing to load
-        self._load_attributes(state, req, g._get_current_object())
+            return None  # a preflight, or a 404/405 that routing already decided
+        kind = self._protection(app, state, req.endpoint, req.method).kind
+        if kind is Protection.PROTECTED:
+            self._load_attributes(state, req, g._get_current_object())
+        elif kind is Protection.MISPLACED:
+            self._refuse(state, MISPLACED_RULE, req)
+        elif kind is Protection.UNPROTECTED and state.settings.require_authorization:
+            self._refuse(state, NO_RULE, req)
         return None
+
+    def _protection(
+        self, app: Flask, state: _AppState, endpoint: str, method: str
+    ) -> ViewProtection:
+        """How ``endpoint`` is protected for ``method``, worked out once per registered view."""
+        if not state.scanned:
+            state.scanned = True
+            self._log_misplaced(app)
+        view = app.view_functions.get(endpoint)
+        cached = state.protections.get((endpoint, method))
+        if cached is not None and cached[0] is view:
+            return cached[1]
+        protection = classify(endpoint, view, method)
+        state.protections[(endpoint, method)] = (view, protection)
+        return protection
+
+    @staticmethod
+    def _log_misplaced(app: Flask) -> None:
+        """Name every misplaced rule once, at the app's first request, before anyone hits it."""
+        for endpoint, view in app.view_functions.items():
+            if classify(endpoint, view, "GET").kind is Protection.MISPLACED:
+                log.error(
+                    "view %s (endpoint %r) is registered without its rule: the rule decorator "
+                    "is above the route decorator, so the rule never runs; every request to it "
+                    "is refused (403 misplaced_rule). Put the route decorator first (outermost).",
+                    view_name(view),
+                    endpoint,
+                )
+
+    def _refuse(self, state: _AppState, decision: Decision, req: Request) -> NoReturn:
+        self._record(state, decision, None, None, req)
+        _abort(403, decision.reason, decision.code)
 
     def load_identity(self) -> int | str:
         """The caller's user id, cached on ``g``; aborts with 401 JSON when there is none."""
@@ -227,7 +284,7 @@ class RBACABAC:
     def deny_for_error(self, rule: Rule) -> NoReturn:
         """A resource loader raised: deny (logged), never a 500 or an allow."""
         log.exception("resource loader for %r raised; denying", rule)
-        decision = Decision(False, "the authorization rule failed", "rule_error")
+        decision = ERROR
         req = request._get_current_object()  # type: ignore[attr-defined]
         self._record(self._state(), decision, g.get("_rbac_abac_identity"), rule, req)
         _abort(403, decision.reason, decision.code)

@@ -1,18 +1,25 @@
 """Authorization rules: small objects that compose with ``&``, ``|`` and ``~``.
 
 A rule looks at the caller's :class:`UserAttributes`, the resource (whatever the view's
-``resource`` loader returned) and the request environment, and returns a :class:`Decision`. Any
-exception raised inside a rule is a denial, logged: unknown is never allowed.
+``resource`` loader returned) and the request environment, and returns a :class:`Decision`.
+
+Evaluation is three-valued: *allow*, *deny* or *error*. A leaf errs when its code raises, when a
+predicate or an attribute check returns anything but a bool, or when :func:`attribute` compares
+values of unlike types. An error is never turned into a grant: ``&``, ``|`` and ``~`` stop at the
+first error they see and hand it up unchanged, so the whole rule denies with ``rule_error``
+whatever wraps the failing leaf. Children are evaluated left to right and short-circuit as in
+Python (``a | b`` does not look at ``b`` when ``a`` allows): a leaf that was not evaluated
+cannot err. Without the error value, ``~(role("banned") | predicate(raises))`` used to allow.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal, cast
 
 from .codec import UserAttributes
 
@@ -20,17 +27,96 @@ log = logging.getLogger(__name__)
 
 _MISSING = object()
 
+#: The code of an error decision: the rule could not be evaluated, so it denies.
+RULE_ERROR = "rule_error"
+
 
 @dataclass(frozen=True)
 class Decision:
-    """The outcome of a rule: ``allowed``, a human ``reason`` and a machine ``code``."""
+    """The outcome of a rule: ``allowed``, a human ``reason`` and a machine ``code``.
+
+    A decision with the code :data:`RULE_ERROR` is the third value, *error*: it denies, and no
+    combinator turns it into anything else. It cannot be built with ``allowed=True``.
+    """
 
     allowed: bool
     reason: str = ""
     code: str = ""
 
+    def __post_init__(self) -> None:
+        if self.allowed and self.code == RULE_ERROR:
+            raise ValueError(f"a decision with code {RULE_ERROR!r} cannot allow")
+
+    @property
+    def error(self) -> bool:
+        """True when the rule failed (a leaf raised or compared unlike types)."""
+        return self.code == RULE_ERROR
+
+    @property
+    def outcome(self) -> Literal["allow", "deny", "error"]:
+        """The three-valued result: ``allow``, ``deny`` or ``error``."""
+        if self.allowed:
+            return "allow"
+        return "error" if self.error else "deny"
+
 
 ALLOW = Decision(True, "allowed", "allowed")
+#: The error decision every failure ends as (its reason stays generic; the log has the detail).
+ERROR = Decision(False, "the authorization rule failed", RULE_ERROR)
+
+
+class UnlikeTypes(TypeError):
+    """:func:`attribute` was asked to compare values of different JSON types."""
+
+
+class NotABool(TypeError):
+    """A predicate or an attribute check returned something other than ``True`` or ``False``."""
+
+
+def _kind(value: object) -> str:
+    """The JSON type of ``value``; bool is not a number here, int and float are both numbers."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, Mapping):
+        return "object"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    return type(value).__qualname__
+
+
+def strictly_equal(value: object, expected: object) -> bool:
+    """``value == expected`` without Python's cross-type equalities.
+
+    ``True == 1`` and ``False == 0`` hold in Python; here a bool only equals a bool. Numbers
+    compare as numbers (``1`` equals ``1.0``: JSON does not tell them apart), lists and tuples
+    compare element by element, mappings key by key.
+
+    :raises UnlikeTypes: when the two values (or two elements at the same place) are of
+        different JSON types: the rule is wrong for this data, which is an error, not a "no".
+    """
+    kind, expected_kind = _kind(value), _kind(expected)
+    if kind != expected_kind:
+        # Types only: attribute values are the user's data and stay out of the logs.
+        raise UnlikeTypes(f"cannot compare a {kind} with a {expected_kind}")
+    if kind == "array":
+        left, right = cast("Sequence[object]", value), cast("Sequence[object]", expected)
+        return len(left) == len(right) and all(map(strictly_equal, left, right))
+    if kind == "object":
+        lmap, rmap = cast("Mapping[str, object]", value), cast("Mapping[str, object]", expected)
+        return lmap.keys() == rmap.keys() and all(strictly_equal(lmap[k], rmap[k]) for k in lmap)
+    return value == expected
+
+
+def _as_bool(result: object, what: str) -> bool:
+    if not isinstance(result, bool):
+        raise NotABool(f"{what} returned a {type(result).__name__}, not a bool")
+    return result
 
 
 @dataclass(frozen=True)
@@ -62,12 +148,19 @@ class Rule:
         raise NotImplementedError
 
     def evaluate(self, ctx: Context) -> Decision:
-        """The decision for ``ctx``; an exception inside the rule denies."""
+        """The decision for ``ctx``; an exception inside the rule is the error decision."""
         try:
-            return self._evaluate(ctx)
+            decision = self._evaluate(ctx)
+        except (UnlikeTypes, NotABool) as exc:
+            log.error("authorization rule %r failed: %s; denying", self, exc)
+            return ERROR
         except Exception:
             log.exception("authorization rule %r raised; denying", self)
-            return Decision(False, "the authorization rule failed", "rule_error")
+            return ERROR
+        if not isinstance(decision, Decision):
+            log.error("authorization rule %r returned %r, not a Decision; denying", self, decision)
+            return ERROR
+        return decision
 
     def __and__(self, other: Rule) -> Rule:
         return AllOf(self, other)
@@ -116,7 +209,7 @@ class _Names(Rule):
         self.names = names
 
     def __repr__(self) -> str:
-        return f"{self.kind}{self.names!r}"
+        return f"{self.kind}({', '.join(map(repr, self.names))})"
 
 
 class Role(_Names):
@@ -147,7 +240,8 @@ class Permission(_Names):
 
 
 class Attribute(Rule):
-    """The attribute ``name`` equals ``expected``, or satisfies it when it is callable."""
+    """The attribute ``name`` equals ``expected`` (:func:`strictly_equal`), or satisfies it when
+    it is callable (``expected(value)`` must return a bool)."""
 
     def __init__(self, name: str, expected: Any) -> None:
         self.name = name
@@ -157,8 +251,11 @@ class Attribute(Rule):
         value = ctx.user.get(self.name, _MISSING)
         if value is _MISSING:
             return Decision(False, f"missing attribute: {self.name}", "missing_attribute")
-        ok = self.expected(value) if callable(self.expected) else value == self.expected
-        if ok is True:
+        if callable(self.expected):
+            ok = _as_bool(self.expected(value), f"the check of attribute {self.name}")
+        else:
+            ok = strictly_equal(value, self.expected)
+        if ok:
             return ALLOW
         return Decision(
             False, f"attribute {self.name} does not satisfy the rule", "attribute_mismatch"
@@ -170,7 +267,8 @@ class Attribute(Rule):
 
 class Predicate(Rule):
     """ABAC over user, resource and environment: ``fn(user, resource)`` or
-    ``fn(user, resource, environment)`` must return exactly ``True``."""
+    ``fn(user, resource, environment)`` returns ``True`` (allow) or ``False`` (deny); anything
+    else it returns, or raises, is an error."""
 
     def __init__(self, fn: Callable[..., Any], reason: str, *, with_environment: bool = False):
         self.fn = fn
@@ -182,13 +280,17 @@ class Predicate(Rule):
             ok = self.fn(ctx.user, ctx.resource, ctx.environment)
         else:
             ok = self.fn(ctx.user, ctx.resource)
-        return ALLOW if ok is True else Decision(False, self.reason, "predicate_failed")
+        if _as_bool(ok, f"predicate {self.reason!r}"):
+            return ALLOW
+        return Decision(False, self.reason, "predicate_failed")
 
     def __repr__(self) -> str:
         return f"predicate({self.reason!r})"
 
 
 class AllOf(Rule):
+    """``a & b``: the first denial or error, else allow."""
+
     def __init__(self, *rules: Rule) -> None:
         self.rules = rules
 
@@ -196,7 +298,7 @@ class AllOf(Rule):
         for rule in self.rules:
             decision = rule.evaluate(ctx)
             if not decision.allowed:
-                return decision
+                return decision  # a denial or an error: either way the rest cannot allow
         return ALLOW
 
     def __repr__(self) -> str:
@@ -204,6 +306,8 @@ class AllOf(Rule):
 
 
 class AnyOf(Rule):
+    """``a | b``: allow at the first allow, error at the first error, else every denial."""
+
     def __init__(self, *rules: Rule) -> None:
         self.rules = rules
 
@@ -211,8 +315,10 @@ class AnyOf(Rule):
         denials = []
         for rule in self.rules:
             decision = rule.evaluate(ctx)
-            if decision.allowed:
-                return ALLOW
+            if decision.allowed or decision.error:
+                # An error is not a "no" to try the next alternative after: it stops here, so
+                # that nothing above (a ``~``) can read it as a denial and invert it.
+                return decision
             denials.append(decision)
         return Decision(False, "; ".join(d.reason for d in denials), denials[0].code)
 
@@ -221,12 +327,14 @@ class AnyOf(Rule):
 
 
 class Not(Rule):
+    """``~a``: allow becomes deny and deny allow; an error stays an error."""
+
     def __init__(self, rule: Rule) -> None:
         self.rule = rule
 
     def _evaluate(self, ctx: Context) -> Decision:
         decision = self.rule.evaluate(ctx)
-        if decision.code == "rule_error":
+        if decision.error:
             return decision
         if decision.allowed:
             return Decision(False, f"denied by not {self.rule!r}", "negated")
@@ -247,7 +355,11 @@ def permission(*names: str) -> Rule:
 
 
 def attribute(name: str, expected: Any) -> Rule:
-    """The caller's attribute ``name`` equals ``expected`` (or ``expected(value)`` is True)."""
+    """The caller's attribute ``name`` equals ``expected`` (or ``expected(value)`` is True).
+
+    Equality is :func:`strictly_equal`: ``attribute("active", True)`` does not match ``1`` and
+    ``attribute("level", 1)`` does not match ``True``; values of unlike types are an error.
+    """
     return Attribute(name, expected)
 
 

@@ -156,6 +156,29 @@ def idp(backend: redis.Redis, key_prefix: str) -> Iterator[FakeIdP]:
         yield FakeIdP(mock, backend, key_prefix)
 
 
+@pytest.fixture
+def fake_idp(key_prefix: str) -> Iterator[FakeIdP]:
+    """A FakeIdP over its own fakeredis (``fake_idp.client``): for tests of the app, not Redis."""
+    import fakeredis
+    import responses
+
+    backend = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield FakeIdP(mock, backend, key_prefix)
+
+
+def library_config(key_prefix: str, **extra: object) -> dict[str, object]:
+    """The smallest configuration of the library against the FakeIdP, plus ``extra``."""
+    return {
+        "SERVICE_NAME": SERVICE,
+        "IDENTITY_PROVIDER_URL": IDP,
+        "RBAC_ABAC_JWT_SECRET": JWT_SECRET,
+        "RBAC_ABAC_KEY_PREFIX": key_prefix,
+        "RBAC_ABAC_INVALIDATION": False,
+        **extra,
+    }
+
+
 def make_token(user_id: object, secret: str = JWT_SECRET, **claims: object) -> str:
     import time
 

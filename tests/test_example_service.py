@@ -14,6 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from example_service import create_app
+from flask_rbac_abac import public
 from tests.conftest import IDP, JWT_SECRET, FakeIdP, bearer
 
 ADMIN, ACCOUNTANT, VIEWER, NOBODY, NO_CLEARANCE = 1, 2, 3, 4, 5
@@ -160,6 +161,7 @@ def test_oversized_body_is_json_413(client: FlaskClient) -> None:
 
 def test_unexpected_errors_are_json_500(app: Flask) -> None:
     @app.get("/boom")
+    @public  # billing_api refuses a view with neither a rule nor @public
     def boom() -> str:
         raise RuntimeError("boom")
 
@@ -428,3 +430,13 @@ def test_each_app_has_its_own_invoices(
 def test_every_response_names_the_worker(client: FlaskClient) -> None:
     for response in (client.get("/nope"), client.get("/invoices"), client.get("/healthz")):
         assert response.headers["X-Worker-Pid"] == str(os.getpid())
+
+
+def test_every_route_has_a_rule_or_is_public(app: Flask) -> None:
+    assert app.config["RBAC_ABAC_REQUIRE_AUTHORIZATION"] is True
+    result = app.test_cli_runner().invoke(args=["rbac-abac", "routes"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert not [line for line in lines if "UNPROTECTED" in line or "MISPLACED" in line]
+    assert any(line.split()[1:] == ["/healthz", "health.healthz", "public"] for line in lines)
+    assert lines[-1].endswith("0 unprotected, 0 misplaced, 1 static")

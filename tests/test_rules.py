@@ -69,3 +69,136 @@ def test_bad_rule_construction() -> None:
         permission("")
     with pytest.raises(TypeError, match="requires\\(\\) needs a rule, got str"):
         requires("admin")  # type: ignore[arg-type]
+
+
+# -- three-valued evaluation: an error is never a grant -------------------------------------
+
+
+def raises(user, resource):
+    raise RuntimeError("boom")
+
+
+def test_the_issue_example_is_an_error_not_an_allow() -> None:
+    import time
+
+    user = UserAttributes(
+        user_id=7, service_name="billing_api", roles=["viewer"], attributes={"blocked_until": "x"}
+    )
+    rule = ~(role("banned") | predicate(lambda u, r: u.get("blocked_until") > time.time()))
+    decision = decide(rule, user)
+    assert (decision.allowed, decision.code, decision.outcome) == (False, "rule_error", "error")
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        ~(role("intern") | predicate(raises)),
+        ~(predicate(raises) | role("intern")),
+        ~(role("accountant") & predicate(raises)),
+        ~~predicate(raises),
+        ~~~predicate(raises),
+        ~(~role("intern") & ~predicate(raises)),
+        role("intern") | ~(permission("invoice:read") & predicate(raises)) | role("accountant"),
+    ],
+    ids=repr,
+)
+def test_an_evaluated_error_is_rule_error_under_every_combinator(rule) -> None:
+    decision = decide(rule)
+    assert (decision.allowed, decision.code) == (False, "rule_error")
+
+
+def test_an_error_stops_an_any_of_even_when_a_later_branch_would_allow() -> None:
+    assert decide(predicate(raises) | role("accountant")).code == "rule_error"
+    # evaluated left to right: a branch that decides first means the raising one never runs
+    assert decide(role("accountant") | predicate(raises)).allowed
+    assert decide(~(permission("nope") & predicate(raises))).allowed
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (1, True),
+        (0, False),
+        (True, 1),
+        (False, 0),
+        (True, 1.0),
+        ("1", 1),
+        (1, "1"),
+        (None, False),
+        ("true", True),
+        ((1, 2), "12"),
+        ({"a": 1}, (("a", 1),)),
+        ((True,), (1,)),
+    ],
+)
+def test_attribute_of_unlike_types_is_an_error(value, expected) -> None:
+    user = UserAttributes(user_id=1, service_name="billing_api", attributes={"x": value})
+    assert decide(attribute("x", expected), user).code == "rule_error"
+    assert decide(~attribute("x", expected), user).code == "rule_error"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected", "allowed"),
+    [
+        (True, True, True),
+        (False, False, True),
+        (True, False, False),
+        (1, 1, True),
+        (1, 1.0, True),
+        (2, 1, False),
+        ("a", "a", True),
+        (None, None, True),
+        ((1, "a"), [1, "a"], True),
+        ((1, 2), [1, 2, 3], False),
+        ({"a": True}, {"a": True}, True),
+        ({"a": 1}, {"b": 1}, False),
+    ],
+)
+def test_attribute_of_like_types_compares(value, expected, allowed) -> None:
+    user = UserAttributes(user_id=1, service_name="billing_api", attributes={"x": value})
+    decision = decide(attribute("x", expected), user)
+    assert decision.allowed is allowed
+    assert decision.code == ("allowed" if allowed else "attribute_mismatch")
+
+
+@pytest.mark.parametrize("result", [None, 1, 0, "yes", "", [], object()])
+def test_a_check_that_returns_no_bool_is_an_error(result) -> None:
+    assert decide(predicate(lambda user, resource: result)).code == "rule_error"
+    assert decide(~predicate(lambda user, resource: result)).code == "rule_error"
+    assert decide(~attribute("clearance", lambda v: result)).code == "rule_error"
+
+
+def test_an_attribute_check_that_raises_is_an_error_under_not() -> None:
+    assert decide(~attribute("department", lambda v: v > 3)).code == "rule_error"
+
+
+def test_a_custom_rule_returning_no_decision_is_an_error() -> None:
+    from flask_rbac_abac import Decision, Rule
+
+    class Sloppy(Rule):
+        def _evaluate(self, ctx):
+            return True
+
+    class Forged(Rule):
+        def _evaluate(self, ctx):
+            return Decision(True, "ok", "rule_error")
+
+    assert decide(~Sloppy()).code == "rule_error"
+    assert decide(~Forged()).code == "rule_error"
+    with pytest.raises(ValueError, match="a decision with code 'rule_error' cannot allow"):
+        Decision(True, "", "rule_error")
+
+
+def test_rule_reprs_read_as_code() -> None:
+    rule = ~(role("a", "b") | permission("x:y")) & attribute("n", 1)
+    assert repr(rule) == "(~(role('a', 'b') | permission('x:y')) & attribute('n', 1))"
+
+
+def test_a_failed_comparison_is_logged_with_types_not_values(caplog) -> None:
+    user = UserAttributes(user_id=1, service_name="billing_api", attributes={"ssn": "123-45"})
+    with caplog.at_level("ERROR", logger="flask_rbac_abac"):
+        assert decide(attribute("ssn", 12345), user).code == "rule_error"
+        assert decide(predicate(lambda u, r: u.get("ssn")), user).code == "rule_error"
+    assert "cannot compare a string with a number" in caplog.text
+    assert "predicate 'denied by policy' returned a str, not a bool" in caplog.text
+    assert "123-45" not in caplog.text

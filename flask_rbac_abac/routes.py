@@ -1,0 +1,143 @@
+"""How each view is protected: what the route guard and ``rbac-abac routes`` both ask.
+
+A view is *protected* when a rule decorator wraps the function the app registered, *public* when
+it carries the :func:`~flask_rbac_abac.public` marker, and *unprotected* otherwise.
+
+A rule decorator placed above the route decorator (``@requires_role("x")`` over
+``@app.get("/p")``) wraps a function the app never calls: the route decorator had already
+registered the bare function, and nothing would run the rule. :func:`record_wrapped` (called by
+``requires`` for every function it wraps) remembers those inner functions, so a registered view
+that some rule decorator wrapped is recognised as *misplaced*: it is refused whatever the
+configuration, never served.
+
+Class-based views count as protected when their ``decorators`` hold a rule, or when the handler
+of the request's method (``get``, ``post``, ... on a ``MethodView``; ``dispatch_request`` on a
+``View``) carries one. Flask's static file views are not views to guard.
+"""
+
+from __future__ import annotations
+
+import enum
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from flask.views import MethodView
+
+if TYPE_CHECKING:
+    from .rules import Rule
+
+#: The attribute ``requires`` sets on the wrapper it returns: the rules it enforces.
+RULES_ATTR = "_rbac_abac_rules"
+#: The attribute :func:`~flask_rbac_abac.public` sets on a view function or class.
+PUBLIC_ATTR = "_rbac_abac_public"
+
+#: How far down a ``__wrapped__`` chain :func:`record_wrapped` looks (a cycle must end).
+_MAX_CHAIN = 32
+
+# Functions a rule decorator has wrapped. Weak, so a function (and a test's app) can go away.
+_wrapped: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()
+
+
+class Protection(enum.Enum):
+    """What stands in front of a view."""
+
+    PROTECTED = "protected"
+    PUBLIC = "public"
+    UNPROTECTED = "unprotected"
+    MISPLACED = "misplaced"
+    STATIC = "static"
+
+
+@dataclass(frozen=True)
+class ViewProtection:
+    """The protection of one view for one HTTP method, and the rules when it has some."""
+
+    kind: Protection
+    rules: tuple[Rule, ...] = ()
+
+    def describe(self) -> str:
+        """One line for humans: the rules, ``public``, ``UNPROTECTED``, ``MISPLACED RULE``."""
+        if self.kind is Protection.PROTECTED:
+            return " & ".join(map(repr, self.rules))
+        return {
+            Protection.PUBLIC: "public",
+            Protection.UNPROTECTED: "UNPROTECTED",
+            Protection.MISPLACED: "MISPLACED RULE (the rule decorator is above the route "
+            "decorator, so it never runs; the route is refused)",
+            Protection.STATIC: "static files (not guarded)",
+        }[self.kind]
+
+
+def record_wrapped(view: Callable[..., Any]) -> None:
+    """Remember that a rule decorator wrapped ``view`` (so ``view`` must not be a route).
+
+    The functions ``view`` itself wraps (its ``__wrapped__`` chain, as ``functools.wraps`` sets
+    it) are remembered too: ``@requires_role("x") @other_decorator @app.get("/p")`` registered
+    the innermost function, and the rule above it never runs either.
+    """
+    current: Any = view
+    for _ in range(_MAX_CHAIN):
+        try:
+            _wrapped.add(current)
+        except TypeError:  # cannot be weakly referenced (a builtin): Flask cannot route to it
+            pass
+        current = getattr(current, "__wrapped__", None)
+        if current is None:
+            return
+
+
+def view_name(view: Callable[..., Any] | None) -> str:
+    """``module.qualname`` of a view, for log lines and the routes listing."""
+    module = getattr(view, "__module__", None) or "?"
+    return f"{module}.{getattr(view, '__qualname__', repr(view))}"
+
+
+def _is_wrapped(view: Callable[..., Any]) -> bool:
+    try:
+        return view in _wrapped
+    except TypeError:
+        return False
+
+
+def _is_static(endpoint: str, view: Callable[..., Any]) -> bool:
+    """Flask's own static file view (of the app or of a blueprint), registered by Flask."""
+    flask_made = (getattr(view, "__module__", None) or "").startswith("flask.")
+    return flask_made and (endpoint == "static" or endpoint.endswith(".static"))
+
+
+def _handler(view_class: type, method: str) -> Callable[..., Any] | None:
+    """The method of a class-based view that answers ``method``."""
+    if issubclass(view_class, MethodView):
+        handler = getattr(view_class, method.lower(), None)
+        if handler is None and method == "HEAD":
+            handler = getattr(view_class, "get", None)
+        return handler
+    return getattr(view_class, "dispatch_request", None)
+
+
+def _public(obj: object) -> bool:
+    return getattr(obj, PUBLIC_ATTR, False) is True
+
+
+def classify(endpoint: str, view: Callable[..., Any] | None, method: str) -> ViewProtection:
+    """How ``view`` (``app.view_functions[endpoint]``) is protected for ``method``."""
+    if view is None:
+        return ViewProtection(Protection.UNPROTECTED)
+    if _is_static(endpoint, view):
+        return ViewProtection(Protection.STATIC)
+    if _is_wrapped(view):
+        return ViewProtection(Protection.MISPLACED)
+    rules: tuple[Rule, ...] = getattr(view, RULES_ATTR, ())
+    marked: list[object] = [view]
+    view_class = getattr(view, "view_class", None)
+    if isinstance(view_class, type):
+        handler = _handler(view_class, method)
+        rules = (*rules, *getattr(handler, RULES_ATTR, ()))
+        marked += [view_class, handler]
+    if rules:
+        return ViewProtection(Protection.PROTECTED, rules)
+    if any(map(_public, marked)):
+        return ViewProtection(Protection.PUBLIC)
+    return ViewProtection(Protection.UNPROTECTED)

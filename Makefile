@@ -2,31 +2,59 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
 
-.PHONY: test lint services demo bench clean
+.PHONY: test lint dist-check docs services demo bench clean
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+# The venv itself, with a current pip.
+$(VENV)/.created:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[idp,test,hiredis]'
+	$(PIP) install --quiet --upgrade pip
+	touch $@
+
+# What the demo runs, and nothing else: the library, the IdP's dependencies, fakeredis (the
+# demo's last-resort Redis). No linters, no test or docs tools.
+$(VENV)/.demo-installed: $(VENV)/.created setup.cfg pyproject.toml
+	$(PIP) install --quiet -e '.[idp,hiredis]' 'fakeredis[lua]>=2.23'
+	touch $@
+
+# Development: every extra, the docs' toolchain and the pinned linters/packaging checkers.
+$(VENV)/.installed: $(VENV)/.created setup.cfg pyproject.toml requirements/dev.txt
+	$(PIP) install --quiet -e '.[idp,test,hiredis,prometheus,async,docs]' -r requirements/dev.txt
 	touch $@
 
 services: $(VENV)/.installed
 	$(PY) scripts/ensure_services.py
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check flask_rbac_abac idp_app example_service tests bench scripts
-	$(VENV)/bin/ruff format --check flask_rbac_abac idp_app example_service tests bench scripts
+	$(VENV)/bin/ruff check flask_rbac_abac idp_app example_service tests bench scripts docs packaging
+	$(VENV)/bin/ruff format --check flask_rbac_abac idp_app example_service tests bench scripts docs packaging
 	$(VENV)/bin/mypy
 
-test: $(VENV)/.installed services lint
+# Build both distributions (library, packaging/idp) from this tree into a temporary directory
+# and check them: the library's sdist holds every file git tracks (its tests need them), each
+# wheel holds exactly its one top-level package, and PyPI would render both.
+dist-check: $(VENV)/.installed
+	if [ -e .git ]; then $(VENV)/bin/check-manifest --quiet; fi
+	@set -e; out=$$(mktemp -d); trap 'rm -rf "$$out"' EXIT; \
+	$(PY) -m build --outdir "$$out" . > "$$out/build.log" 2>&1 || { cat "$$out/build.log"; exit 1; }; \
+	$(PY) -m build --outdir "$$out" packaging/idp > "$$out/build-idp.log" 2>&1 || { cat "$$out/build-idp.log"; exit 1; }; \
+	$(VENV)/bin/check-wheel-contents --toplevel flask_rbac_abac "$$out"/flask_rbac_abac-*.whl; \
+	$(VENV)/bin/check-wheel-contents --toplevel idp_app "$$out"/flask_rbac_abac_idp-*.whl; \
+	$(VENV)/bin/twine check --strict "$$out"/*.whl "$$out"/*.tar.gz
+
+# The HTML documentation in docs/_build/html; any Sphinx warning fails the build.
+docs: $(VENV)/.installed
+	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+
+test: $(VENV)/.installed services lint dist-check docs
 	CI=$${CI:-} $(PY) -m pytest --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.demo-installed
 	$(PY) scripts/demo.py
 
 bench: $(VENV)/.installed services
 	$(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage .demo
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage .demo build dist docs/_build

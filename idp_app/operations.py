@@ -169,7 +169,7 @@ UNCHANGED = Unchanged.UNCHANGED
 def register_service(
     name: str,
     manifest: Mapping[str, list[str]],
-    attributes: Sequence[str] | None | Unchanged = UNCHANGED,
+    attributes: Sequence[str] | Unchanged | None = UNCHANGED,
 ) -> ServiceResult:
     """Create ``name`` with a new token, or replace its manifest.
 

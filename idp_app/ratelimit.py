@@ -139,6 +139,7 @@ def init_app(app: Flask) -> None:
         lambda: str(current_app.config["IDP_TOKEN_RATE_LIMIT_PER_ADDRESS"]),
         on_breach=_on_breach("per_address"),
     )
-    app.view_functions[ENDPOINT] = per_address(per_user(app.view_functions[ENDPOINT]))
+    view: Any = app.view_functions[ENDPOINT]
+    app.view_functions[ENDPOINT] = per_address(per_user(view))
     app.register_error_handler(RateLimitExceeded, _too_many)
     app.extensions["idp_app"]["limiter"] = limiter

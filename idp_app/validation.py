@@ -122,7 +122,9 @@ def visible_attributes(value: object) -> list[str] | None:
         )
     for index, item in enumerate(value):
         if not isinstance(item, str) or not 1 <= len(item) <= 128:
-            raise ApiError(400, f"attributes[{index}] must be an attribute name of 1-128 characters")
+            raise ApiError(
+                400, f"attributes[{index}] must be an attribute name of 1-128 characters"
+            )
     return sorted(set(value))
 
 

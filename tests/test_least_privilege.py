@@ -66,7 +66,9 @@ def world(tmp_path, key_prefix, real_redis) -> Iterator[World]:
             headers=ADMIN,
         )
         users[name] = created.json["id"]
-    admin.put(f"/api/users/{users['alice']}/roles/billing_api", json={"roles": ["viewer"]}, headers=ADMIN)
+    admin.put(
+        f"/api/users/{users['alice']}/roles/billing_api", json={"roles": ["viewer"]}, headers=ADMIN
+    )
     out = World(app, r.json["token"], users)
 
     def forward(request: Any) -> tuple[int, dict[str, str], bytes]:

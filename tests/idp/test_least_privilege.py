@@ -219,7 +219,14 @@ def test_bad_attribute_lists_are_400_naming_the_problem(api, attributes, error):
 def test_cli_create_service_with_attributes(app, api):
     runner = app.test_cli_runner()
     result = runner.invoke(
-        args=["create-service", "shipping_api", "--role", "clerk=parcel:read", "--attributes", "a,b"]
+        args=[
+            "create-service",
+            "shipping_api",
+            "--role",
+            "clerk=parcel:read",
+            "--attributes",
+            "a,b",
+        ]
     )
     assert result.exit_code == 0, result.output
     token = result.output.strip()

@@ -74,7 +74,10 @@ def test_a_lockout_is_audited_without_the_password(make_app, sqlite_url, real_re
 
 def test_limits_are_shared_through_redis(make_app, sqlite_url, real_redis):
     """Two IdP instances (as two processes would) count in the same Redis."""
-    config = {"IDP_TOKEN_RATE_LIMIT_STORAGE_URI": REDIS_URL, "IDP_TOKEN_RATE_LIMIT_PER_USER": "3/minute"}
+    config = {
+        "IDP_TOKEN_RATE_LIMIT_STORAGE_URI": REDIS_URL,
+        "IDP_TOKEN_RATE_LIMIT_PER_USER": "3/minute",
+    }
     first = make_app(sqlite_url, **config).test_client()
     second = make_app(sqlite_url, **config).test_client()
     assert attempt(first, "dave", "x").status_code == 401
@@ -99,7 +102,9 @@ def test_redis_down_fails_open_to_limits_in_memory(make_app, sqlite_url, real_re
 
 
 @pytest.mark.parametrize(("hops", "separate"), [(0, False), (1, True)])
-def test_forwarded_addresses_only_behind_a_trusted_proxy(make_app, sqlite_url, real_redis, hops, separate):
+def test_forwarded_addresses_only_behind_a_trusted_proxy(
+    make_app, sqlite_url, real_redis, hops, separate
+):
     app = make_app(
         sqlite_url, IDP_TOKEN_RATE_LIMIT_PER_ADDRESS="2/minute", IDP_PROXY_FIX_X_FOR=hops
     )
@@ -117,13 +122,30 @@ def test_forwarded_addresses_only_behind_a_trusted_proxy(make_app, sqlite_url, r
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("IDP_TOKEN_RATE_LIMIT_PER_USER", "lots", "IDP_TOKEN_RATE_LIMIT_PER_USER must be a rate limit such as '5/minute', got 'lots'"),
-        ("IDP_TOKEN_RATE_LIMIT_PER_ADDRESS", "0/minute", "IDP_TOKEN_RATE_LIMIT_PER_ADDRESS must be a rate limit such as '5/minute', got '0/minute'"),
-        ("IDP_TOKEN_RATE_LIMIT_PER_USER", "", "IDP_TOKEN_RATE_LIMIT_PER_USER must be a non-empty string, got ''"),
+        (
+            "IDP_TOKEN_RATE_LIMIT_PER_USER",
+            "lots",
+            "IDP_TOKEN_RATE_LIMIT_PER_USER must be a rate limit such as '5/minute', got 'lots'",
+        ),
+        (
+            "IDP_TOKEN_RATE_LIMIT_PER_ADDRESS",
+            "0/minute",
+            "IDP_TOKEN_RATE_LIMIT_PER_ADDRESS must be a rate limit such as '5/minute', "
+            "got '0/minute'",
+        ),
+        (
+            "IDP_TOKEN_RATE_LIMIT_PER_USER",
+            "",
+            "IDP_TOKEN_RATE_LIMIT_PER_USER must be a non-empty string, got ''",
+        ),
         ("IDP_PROXY_FIX_X_FOR", -1, "IDP_PROXY_FIX_X_FOR must be a positive integer, got -1"),
-        ("IDP_TOKEN_RATE_LIMIT_STORAGE_URI", 5, "IDP_TOKEN_RATE_LIMIT_STORAGE_URI must be a URI, got 5"),
+        (
+            "IDP_TOKEN_RATE_LIMIT_STORAGE_URI",
+            5,
+            "IDP_TOKEN_RATE_LIMIT_STORAGE_URI must be a URI, got 5",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_rate_limit_settings_name_the_key(make_app, sqlite_url, key, value, message):
     with pytest.raises(ConfigurationError) as info:
         make_app(sqlite_url, **{key: value})
@@ -136,12 +158,16 @@ def test_bad_rate_limit_settings_name_the_key(make_app, sqlite_url, key, value, 
         ("redis://:pw@h:6379/2", "redis://:pw@h:6379/2", {}),
         ("rediss://h:6380/0", "rediss://h:6380/0", {}),
         ("unix:///run/redis.sock?db=1", "redis+unix:///run/redis.sock?db=1", {}),
-        ("redis+sentinel://a:26379,b:26379/mymaster/3", "redis+sentinel://a:26379,b:26379/mymaster", {"db": 3}),
+        (
+            "redis+sentinel://a:26379,b:26379/mymaster/3",
+            "redis+sentinel://a:26379,b:26379/mymaster",
+            {"db": 3},
+        ),
         ("rediss+sentinel://a:26379/mymaster", "redis+sentinel://a:26379/mymaster", {"ssl": True}),
         ("redis+cluster://n1:7000,n2:7001", "redis+cluster://n1:7000,n2:7001", {}),
         ("rediss+cluster://n1:7000", "redis+cluster://n1:7000", {"ssl": True}),
     ],
-)  # fmt: skip
+)
 def test_the_idps_redis_url_in_limits_spelling(url, uri, options):
     assert ratelimit.limits_uri(url) == (uri, options)
 

@@ -112,6 +112,13 @@ def _too_many(exc: RateLimitExceeded) -> Response:
     return error_response(429, "too many attempts; retry later", "rate_limited")
 
 
+def _retry_after_only_on_429(response: Response) -> Response:
+    # flask-limiter sets Retry-After on every limited response; it means something only on a 429.
+    if response.status_code != 429:
+        response.headers.pop("Retry-After", None)
+    return response
+
+
 def init_app(app: Flask) -> None:
     """Put the limits on the token view of ``app`` (one limiter per app: its storage is its own)."""
     hops = int(app.config["IDP_PROXY_FIX_X_FOR"])
@@ -129,6 +136,7 @@ def init_app(app: Flask) -> None:
         in_memory_fallback_enabled=True,
     )
     limiter.request_filter(lambda: request.endpoint != ENDPOINT)
+    app.after_request(_retry_after_only_on_429)  # registered first, so it runs after the limiter's
     limiter.init_app(app)
     per_user = limiter.limit(
         lambda: str(current_app.config["IDP_TOKEN_RATE_LIMIT_PER_USER"]),

@@ -36,7 +36,11 @@ def test_a_username_is_locked_out_after_n_attempts(make_app, database_url, real_
     app = make_app(database_url, IDP_TOKEN_RATE_LIMIT_PER_USER="3/minute")
     client = app.test_client()
     Api(client).user("alice")
-    for _ in range(3):
+    ok = attempt(client, "alice", "alice-pass")
+    assert ok.status_code == 200
+    assert "Retry-After" not in ok.headers
+    assert ok.headers["X-RateLimit-Remaining"] == "2"
+    for _ in range(2):
         assert attempt(client, "alice", "wrong").status_code == 401
     assert_limited(attempt(client, "alice", "alice-pass"))  # even the right password now
     assert_limited(attempt(client, "alice", "alice-pass", address="10.0.0.2"))  # from anywhere

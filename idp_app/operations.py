@@ -119,7 +119,7 @@ def build_attributes(user: User, service: Service, version: int | None = None) -
     )
 
 
-def visible_attributes(
+def value_for_service(
     user: User | None, service: Service, version: int | None = None
 ) -> UserAttributes | None:
     """The user's value in ``service``, or ``None`` when the service must not know the user.
@@ -136,7 +136,7 @@ def visible_attributes(
 
 def _sync_entry(sync: Sync, user: User, service: Service, version: int) -> None:
     """Rewrite the user's entry in ``service``, or delete it when the service may not know them."""
-    attrs = visible_attributes(user, service, version)
+    attrs = value_for_service(user, service, version)
     if attrs is None:
         sync.evictions.append((user.id, service.name))
     else:

@@ -53,7 +53,7 @@ def refresh_user_cache() -> Any:
         if cache.is_gone(service_name, user_id):
             raise operations.user_not_found(user_id)
 
-    attrs = operations.visible_attributes(operations.lock_user(user_id), service)
+    attrs = operations.value_for_service(operations.lock_user(user_id), service)
     if attrs is None:
         cache.evict(user_id, [service_name])
         cache.mark_gone(service_name, user_id)

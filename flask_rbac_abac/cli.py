@@ -137,8 +137,8 @@ def _hint_for(exc: RBACABACError) -> str:
 
 def _user_hint(user_id: int | str) -> str:
     return (
-        f"user {user_id} is unknown or deactivated at the identity provider: pass --user-id of "
-        "an active user"
+        f"user {user_id} is unknown to this service at the identity provider (no such user, "
+        "deactivated, or no role in this service): pass --user-id of an active user with a role"
     )
 
 

@@ -39,3 +39,7 @@ class IdentityProviderError(AttributesUnavailable):
         self.reason = reason
         self.status = status
         self.code = code
+
+
+class InvalidIdentity(RBACABACError, ValueError):
+    """A verified token names a subject that is not a user id (the caller answers 401)."""

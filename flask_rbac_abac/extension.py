@@ -27,7 +27,7 @@ from werkzeug.exceptions import abort
 from . import config, signals
 from .client import RedisAttributeClient
 from .codec import UserAttributes, validate_user_id
-from .errors import AttributesUnavailable, InvalidKeyPart
+from .errors import AttributesUnavailable, InvalidIdentity, InvalidKeyPart
 from .identity import JWTVerifier
 from .metrics import prometheus_text
 from .routes import Protection, ViewProtection, classify, view_name
@@ -62,6 +62,16 @@ def _abort(status: int, error: str, reason: str, **headers: str) -> NoReturn:
     response = make_response(body, status)
     response.headers.update(headers)
     abort(response)
+
+
+def _invalid_identity() -> NoReturn:
+    """401: the caller proved an identity, but it is not a user id (never looked up)."""
+    _abort(
+        401,
+        "the identity is not a valid user id",
+        "invalid_identity",
+        **{"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    )
 
 
 class RBACABAC:
@@ -232,10 +242,14 @@ class RBACABAC:
                 identity = None if raw is None else validate_user_id(raw)
             except InvalidKeyPart:
                 log.warning("identity loader returned an invalid user id")
+                _invalid_identity()
             except Exception:
                 log.exception("identity loader raised; treating the caller as anonymous")
         elif state.verifier is not None:
-            identity = state.verifier.user_id(req.headers.get("Authorization"))
+            try:
+                identity = state.verifier.user_id(req.headers.get("Authorization"))
+            except InvalidIdentity:
+                _invalid_identity()
         if identity is None:
             _abort(401, "authentication required", "no_identity", **{"WWW-Authenticate": "Bearer"})
         ctx_g._rbac_abac_identity = identity

@@ -17,6 +17,10 @@ log = logging.getLogger(__name__)
 
 REFRESH_PATH = "/api/refresh-user-cache/"
 HEALTH_PATH = "/healthz"
+#: Answers that mean "the IdP has no such user": a 404, and the 400 for an id that cannot be one
+#: of its users (a string id from a custom identity loader). Both are remembered as unknown
+#: (a tuple, not a set: `code` comes from the network and may be unhashable).
+_UNKNOWN_USER = ((404, "user_not_found"), (400, "invalid_user_id"))
 
 
 class CircuitBreaker:
@@ -99,8 +103,9 @@ class IdentityProviderClient:
             self._headers["Authorization"] = f"Bearer {service_token}"
 
     def refresh(self, user_id: int | str, service_name: str) -> UserAttributes | None:
-        """Ask the IdP to rebuild and cache one entry; ``None`` when the user is unknown or
-        inactive there. Raises :class:`IdentityProviderError` for every other failure."""
+        """Ask the IdP to rebuild and cache one entry; ``None`` when the user is unknown there
+        (no such user, inactive, no role in the service, or an id it cannot hold). Raises
+        :class:`IdentityProviderError` for every other failure."""
         if not self.breaker.allow():
             raise IdentityProviderError(
                 "identity provider circuit breaker is open", reason="breaker_open"
@@ -155,7 +160,7 @@ class IdentityProviderClient:
                 status=status,
             )
         error = str(body.get("error", ""))
-        if status == 404 and body.get("code") == "user_not_found":
+        if (status, body.get("code")) in _UNKNOWN_USER:
             return None
         if status != 200 or body.get("success") is not True:
             code = body.get("code")

@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Flask
 
-from . import cli, errors, settings, views
+from . import cli, errors, ratelimit, settings, views
 from .extensions import db
 
 __all__ = ["create_app", "db"]
@@ -53,6 +53,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     db.init_app(app)
     errors.register(app)
     views.register(app)
+    ratelimit.init_app(app)
     cli.register(app)
     _apps.add(app)
     return app

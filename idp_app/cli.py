@@ -68,7 +68,13 @@ def init_db() -> None:
 @with_appcontext
 @click.argument("name")
 @click.option("--role", "roles", multiple=True, help="ROLE=perm1,perm2 (repeatable)")
-def create_service(name: str, roles: tuple[str, ...]) -> None:
+@click.option(
+    "--attributes",
+    "visible",
+    default=None,
+    help="attr1,attr2: the only attributes the service sees (default: all; '' for none)",
+)
+def create_service(name: str, roles: tuple[str, ...], visible: str | None) -> None:
     """Register service NAME and print its token (shown only this once)."""
     try:
         name = validation.service_name(name)
@@ -76,11 +82,14 @@ def create_service(name: str, roles: tuple[str, ...]) -> None:
             role: [p for p in perms.split(",") if p] for role, perms in _pairs(roles, "ROLE")
         }
         manifest = validation.manifest(manifest)
+        attributes = validation.visible_attributes(
+            None if visible is None else [a for a in visible.split(",") if a]
+        )
         if db.session.execute(
             db.select(operations.Service).where(operations.Service.name == name)
         ).first():
             raise ApiError(409, f"service {name!r} already exists")
-        result = operations.register_service(name, manifest)
+        result = operations.register_service(name, manifest, attributes)
     except ApiError as exc:
         raise _fail(exc) from None
     db.session.commit()

@@ -36,6 +36,10 @@ class Service(db.Model):  # type: ignore[name-defined,misc]
     name: Mapped[str] = mapped_column(String(64), unique=True)
     #: role -> sorted list of permissions
     manifest: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: sorted attribute names the service sees; NULL: all of them
+    attributes: Mapped[list[str] | None] = mapped_column(
+        JSON(none_as_null=True), nullable=True, default=None
+    )
     created_at: Mapped[dt.datetime] = mapped_column(default=_now)
 
 

@@ -8,8 +8,9 @@ so a refresh that read the database before a change can never land in Redis afte
 
 from __future__ import annotations
 
+import enum
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,18 +97,50 @@ def bump_version(user_id: int, service: Service) -> int:
 
 
 def build_attributes(user: User, service: Service, version: int | None = None) -> UserAttributes:
-    """What ``user`` may do in ``service``, straight from the database."""
+    """What ``user`` may do in ``service``, straight from the database.
+
+    Only the attributes the service's registration lists are included (all of them when it
+    lists none): a service sees what it declared it needs, not every other service's data.
+    """
     roles = roles_of(user.id, service)
     permissions = {p for role in roles for p in service.manifest.get(role, ())}
+    attributes = dict(user.attributes or {})
+    if service.attributes is not None:
+        visible = set(service.attributes)
+        attributes = {k: v for k, v in attributes.items() if k in visible}
     return UserAttributes(
         user_id=user.id,
         service_name=service.name,
         roles=tuple(roles),
         permissions=tuple(permissions),
-        attributes=dict(user.attributes or {}),
+        attributes=attributes,
         version=version_of(user.id, service) if version is None else version,
         fetched_at=time.time(),
     )
+
+
+def value_for_service(
+    user: User | None, service: Service, version: int | None = None
+) -> UserAttributes | None:
+    """The user's value in ``service``, or ``None`` when the service must not know the user.
+
+    A user is known to a service only while active and holding at least one role there; anyone
+    else is unknown to it (404 ``user_not_found`` at the refresh endpoint, no Redis entry), so a
+    service token cannot read the attributes of people who have nothing to do with it.
+    """
+    if user is None or not user.active:
+        return None
+    attrs = build_attributes(user, service, version)
+    return attrs if attrs.roles else None
+
+
+def _sync_entry(sync: Sync, user: User, service: Service, version: int) -> None:
+    """Rewrite the user's entry in ``service``, or delete it when the service may not know them."""
+    attrs = value_for_service(user, service, version)
+    if attrs is None:
+        sync.evictions.append((user.id, service.name))
+    else:
+        sync.stores.append(attrs)
 
 
 def issue_service_token(service: Service) -> str:
@@ -124,16 +157,35 @@ class ServiceResult:
     sync: Sync
 
 
-def register_service(name: str, manifest: Mapping[str, list[str]]) -> ServiceResult:
+class Unchanged(enum.Enum):
+    """Marks an optional registration field the caller left out: keep the stored value."""
+
+    UNCHANGED = "unchanged"
+
+
+UNCHANGED = Unchanged.UNCHANGED
+
+
+def register_service(
+    name: str,
+    manifest: Mapping[str, list[str]],
+    attributes: Sequence[str] | Unchanged | None = UNCHANGED,
+) -> ServiceResult:
     """Create ``name`` with a new token, or replace its manifest.
 
-    A changed manifest changes the permissions of everyone holding a role there: their versions
-    are bumped and their cached values rewritten. Assignments of removed roles are dropped.
+    :param attributes: the attribute names the service sees; ``None`` for all of them;
+        :data:`UNCHANGED` keeps what is stored (all, for a new service), so re-registering the
+        roles never widens what a service sees by omission.
+
+    A changed manifest or attribute list changes the values of everyone holding a role there:
+    their versions are bumped and their cached values rewritten (or deleted when no role is left).
+    Assignments of removed roles are dropped.
     """
     manifest = {role: sorted(set(perms)) for role, perms in manifest.items()}
+    visible = None if attributes is None or attributes is UNCHANGED else sorted(set(attributes))
     service = db.session.execute(select(Service).where(Service.name == name)).scalar_one_or_none()
     if service is None:
-        service = Service(name=name, manifest=manifest)
+        service = Service(name=name, manifest=manifest, attributes=visible)
         db.session.add(service)
         try:
             db.session.flush()
@@ -144,7 +196,9 @@ def register_service(name: str, manifest: Mapping[str, list[str]]) -> ServiceRes
         return ServiceResult(service, True, token, Sync())
 
     sync = Sync()
-    if service.manifest != manifest:
+    if attributes is UNCHANGED:
+        visible = service.attributes
+    if service.manifest != manifest or service.attributes != visible:
         user_ids = sorted(
             set(
                 db.session.execute(
@@ -153,6 +207,7 @@ def register_service(name: str, manifest: Mapping[str, list[str]]) -> ServiceRes
             )
         )
         service.manifest = manifest
+        service.attributes = visible
         db.session.execute(
             delete(RoleAssignment).where(
                 RoleAssignment.service_id == service.id,
@@ -165,7 +220,7 @@ def register_service(name: str, manifest: Mapping[str, list[str]]) -> ServiceRes
                 continue
             version = bump_version(user_id, service)
             if user.active:
-                sync.stores.append(build_attributes(user, service, version))
+                _sync_entry(sync, user, service, version)
                 sync.messages.append(Invalidation(user_id, service.name, version))
     return ServiceResult(service, False, None, sync)
 
@@ -208,7 +263,8 @@ def set_roles(user_id: int, service_name: str, roles: Iterable[str]) -> tuple[Us
     db.session.flush()
     version = bump_version(user.id, service)
     attrs = build_attributes(user, service, version)
-    sync = Sync(stores=[attrs], messages=[Invalidation(user.id, service.name, version)])
+    sync = Sync(messages=[Invalidation(user.id, service.name, version)])
+    _sync_entry(sync, user, service, version)
     return attrs, sync
 
 
@@ -218,7 +274,7 @@ def update_attributes(
     """Merge ``changes`` into the user's attributes (``null`` removes a key).
 
     The attributes are part of the user's value in every service, so every service's version is
-    bumped and every value rewritten.
+    bumped and every value rewritten; services where the user holds no role get a deletion.
     """
     from .validation import check_attributes_size
 
@@ -236,7 +292,7 @@ def update_attributes(
     versions = {}
     for service in all_services():
         versions[service.name] = version = bump_version(user.id, service)
-        sync.stores.append(build_attributes(user, service, version))
+        _sync_entry(sync, user, service, version)
     return user, versions, sync
 
 

@@ -12,6 +12,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import jwt
+from limits import parse_many
 
 from flask_rbac_abac.codec import DEFAULT_KEY_PREFIX, validate_prefix
 from flask_rbac_abac.config import (
@@ -20,6 +21,7 @@ from flask_rbac_abac.config import (
     DEFAULT_REDIS_URL,
     cache_ttl_from_env,
     jwt_secret,
+    non_negative_int,
     positive_float,
     positive_int,
 )
@@ -41,6 +43,10 @@ ENV_KEYS = (
     "IDP_TOKEN_LIFETIME",
     "IDP_REFRESH_COALESCE_SECONDS",
     "IDP_REDIS_TIMEOUT",
+    "IDP_TOKEN_RATE_LIMIT_PER_USER",
+    "IDP_TOKEN_RATE_LIMIT_PER_ADDRESS",
+    "IDP_TOKEN_RATE_LIMIT_STORAGE_URI",
+    "IDP_PROXY_FIX_X_FOR",
 )
 
 DEFAULTS: dict[str, Any] = {
@@ -57,6 +63,10 @@ DEFAULTS: dict[str, Any] = {
     "IDP_REDIS_TIMEOUT": 0.5,
     "IDP_PASSWORD_HASH_METHOD": "scrypt",
     "MAX_CONTENT_LENGTH": 64 * 1024,
+    "IDP_TOKEN_RATE_LIMIT_PER_USER": "5/minute",
+    "IDP_TOKEN_RATE_LIMIT_PER_ADDRESS": "30/minute",
+    "IDP_TOKEN_RATE_LIMIT_STORAGE_URI": None,  # None: the Redis URL (memory when TESTING)
+    "IDP_PROXY_FIX_X_FOR": 0,  # trusted proxies in front of the IdP; 0: X-Forwarded-For ignored
 }
 
 
@@ -152,3 +162,23 @@ def validate(config: MutableMapping[str, Any], instance_path: str) -> None:
     )
     _non_empty_str(config, "IDP_PASSWORD_HASH_METHOD")
     config["MAX_CONTENT_LENGTH"] = positive_int(config["MAX_CONTENT_LENGTH"], "MAX_CONTENT_LENGTH")
+    _validate_rate_limits(config)
+
+
+def _validate_rate_limits(config: MutableMapping[str, Any]) -> None:
+    for key in ("IDP_TOKEN_RATE_LIMIT_PER_USER", "IDP_TOKEN_RATE_LIMIT_PER_ADDRESS"):
+        value = _non_empty_str(config, key)
+        try:
+            if any(item.amount < 1 for item in parse_many(value)):
+                raise ValueError("no attempt allowed")
+        except ValueError:
+            raise ConfigurationError(
+                f"{key} must be a rate limit such as '5/minute', got {value!r}"
+            ) from None
+    uri = config["IDP_TOKEN_RATE_LIMIT_STORAGE_URI"] or None
+    if uri is not None and not isinstance(uri, str):
+        raise ConfigurationError(f"IDP_TOKEN_RATE_LIMIT_STORAGE_URI must be a URI, got {uri!r}")
+    config["IDP_TOKEN_RATE_LIMIT_STORAGE_URI"] = uri
+    config["IDP_PROXY_FIX_X_FOR"] = non_negative_int(
+        config["IDP_PROXY_FIX_X_FOR"], "IDP_PROXY_FIX_X_FOR"
+    )

@@ -60,8 +60,13 @@ def _depth(value: object, limit: int) -> int:
 
 
 def user_id(value: object) -> int:
+    """A JSON integer id; anything else is a 400 with code ``invalid_user_id``.
+
+    The code lets a service tell "no such user can exist here" (a string id from its own identity
+    loader) from a malformed request, and remember that user as unknown.
+    """
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_USER_ID:
-        raise ApiError(400, "user_id must be an integer between 1 and 2**63-1")
+        raise ApiError(400, "user_id must be an integer between 1 and 2**63-1", "invalid_user_id")
     return value
 
 
@@ -102,6 +107,25 @@ def manifest(value: object) -> dict[str, list[str]]:
     if not isinstance(value, dict) or len(value) > MAX_ROLES:
         raise ApiError(400, f"roles must be an object of at most {MAX_ROLES} roles")
     return {name(role, "role"): names(perms, "permissions") for role, perms in value.items()}
+
+
+def visible_attributes(value: object) -> list[str] | None:
+    """A service's ``"attributes"``: ``null`` (all) or a list of attribute names, deduplicated.
+
+    An empty list is allowed: the service then sees roles and permissions only.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) > MAX_ROLES:
+        raise ApiError(
+            400, f"attributes must be null or a list of at most {MAX_ROLES} attribute names"
+        )
+    for index, item in enumerate(value):
+        if not isinstance(item, str) or not 1 <= len(item) <= 128:
+            raise ApiError(
+                400, f"attributes[{index}] must be an attribute name of 1-128 characters"
+            )
+    return sorted(set(value))
 
 
 def attributes(value: object) -> dict[str, Any]:

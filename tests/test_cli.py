@@ -156,14 +156,15 @@ def test_user_without_roles(service: Callable[..., Flask]) -> None:
     assert result.exit_code == 1
     failed = [line for line in lines(result) if line.startswith("FAIL")]
     assert len(failed) == 2
-    assert failed[0].startswith(f"FAIL user {DAVE} has no roles in 'billing_api'")
-    assert "(hint: user without active roles: give user 4 a role in 'billing_api'" in failed[0]
+    # A user without a role is unknown to the service (issue 7): the IdP answers 404.
+    assert failed[0].startswith(f"FAIL automatic refresh of user {DAVE} found nothing")
+    assert f"(hint: user {DAVE} is unknown to this service at the identity provider" in failed[0]
 
 
 def test_unknown_user(service: Callable[..., Flask]) -> None:
     result = run(service(), "check", "--user-id", "999")
     assert result.exit_code == 1
-    assert "(hint: user 999 is unknown or deactivated at the identity provider" in result.output
+    assert "(hint: user 999 is unknown to this service at the identity provider" in result.output
 
 
 def test_wrong_token(service: Callable[..., Flask]) -> None:
@@ -232,7 +233,7 @@ def test_refresh_prints_the_entry(service: Callable[..., Flask], key_prefix: str
 def test_refresh_of_an_unknown_user_fails(service: Callable[..., Flask]) -> None:
     result = run(service(), "refresh", "999")
     assert result.exit_code == 1
-    assert "user 999 is unknown or deactivated" in result.output
+    assert "user 999 is unknown to this service" in result.output
 
 
 def test_refresh_with_an_unreachable_idp_fails_with_a_hint(service: Callable[..., Flask]) -> None:

@@ -33,8 +33,9 @@ def _answer(attrs: UserAttributes, *, cached: bool, coalesced: bool = False) -> 
 def refresh_user_cache() -> Any:
     """Answer from the database (at most once per key per coalescing window) and write Redis.
 
-    A deactivated or unknown user is a 404 and their cached value is deleted; an active user
-    without roles in the service is a 200 with empty ``roles`` and ``permissions``.
+    A user unknown to the service (no such user, deactivated, or holding no role in that
+    service) is a 404 ``user_not_found`` and their cached value is deleted: a service sees only
+    the people it has given a role, and only the attributes its registration lists.
     """
     caller = auth.authenticate()
     data = validation.json_object()
@@ -47,20 +48,19 @@ def refresh_user_cache() -> Any:
     if cache.acquire_refresh(service_name, user_id) is False:
         # Another refresh loaded this key from the database moments ago: answer from its work.
         hit = cache.read(service_name, user_id)
-        if hit is not None:
+        if hit is not None and hit.roles:  # a role-less entry is a leftover: load again
             return _answer(hit, cached=True, coalesced=True)
         if cache.is_gone(service_name, user_id):
             raise operations.user_not_found(user_id)
 
-    user = operations.lock_user(user_id)
-    if user is None or not user.active:
+    attrs = operations.value_for_service(operations.lock_user(user_id), service)
+    if attrs is None:
         cache.evict(user_id, [service_name])
         cache.mark_gone(service_name, user_id)
         cache.publish(Invalidation(user_id, service_name, None))
         db.session.rollback()
         raise operations.user_not_found(user_id)
 
-    attrs = operations.build_attributes(user, service)
     # Written while the user's row is locked: a concurrent change commits after this lands.
     written = cache.write(attrs)
     cached = written is not None

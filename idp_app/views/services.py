@@ -14,19 +14,29 @@ bp = Blueprint("services", __name__)
 
 @bp.post("/")
 def register_service() -> Any:
-    """``201`` with the service token on first registration (the only time it is shown)."""
+    """``201`` with the service token on first registration (the only time it is shown).
+
+    ``attributes`` (optional) lists the attribute names the service sees; ``null`` means all;
+    left out, the stored list is kept (all, for a new service).
+    """
     auth.require_admin()
     data = validation.json_object()
-    validation.only_keys(data, {"name", "roles"}, {"name", "roles"})
+    validation.only_keys(data, {"name", "roles", "attributes"}, {"name", "roles"})
     name = validation.service_name(data["name"])
     manifest = validation.manifest(data["roles"])
-    result = operations.register_service(name, manifest)
+    visible = (
+        validation.visible_attributes(data["attributes"])
+        if "attributes" in data
+        else operations.UNCHANGED
+    )
+    result = operations.register_service(name, manifest, visible)
     db.session.commit()
     cached = result.sync.apply()
     body: dict[str, Any] = {
         "success": True,
         "name": result.service.name,
         "roles": result.service.manifest,
+        "attributes": result.service.attributes,
     }
     if result.created:
         body["token"] = result.token

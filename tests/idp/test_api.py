@@ -41,17 +41,6 @@ def test_refresh_with_admin_token(api):
     assert r.json["attributes"]["roles"] == ["viewer"]
 
 
-def test_refresh_user_without_roles_is_200_with_no_roles(api):
-    token = api.service()
-    uid = api.user("dave", {"department": "support"})
-    r = api.refresh(uid, token=token)
-    assert r.status_code == 200
-    assert r.json["attributes"]["roles"] == []
-    assert r.json["attributes"]["permissions"] == []
-    assert r.json["attributes"]["attributes"] == {"department": "support"}
-    assert r.json["version"] == 0
-
-
 @pytest.mark.parametrize(
     ("body", "error"),
     [
@@ -168,6 +157,7 @@ def test_register_service_201_then_update_200(api):
     assert r.json["name"] == "billing_api"
     assert r.json["token"].startswith("svc_")
     uid = api.user("alice")
+    api.roles(uid, ["viewer"])
     assert api.refresh(uid, token=r.json["token"]).status_code == 200
 
     r2 = api.client.post(
@@ -333,7 +323,7 @@ def test_set_roles_needs_admin(api):
     url = f"/api/users/{uid}/roles/billing_api"
     assert api.client.put(url, json={"roles": ["admin"]}).status_code == 401
     assert api.client.put(url, json={"roles": ["admin"]}, headers=bearer(token)).status_code == 403
-    assert api.refresh(uid).json["attributes"]["roles"] == []
+    assert api.refresh(uid).json["code"] == "user_not_found"  # still no role there
 
 
 # -- PATCH /api/users/<id>/attributes -------------------------------------------------------
@@ -342,12 +332,13 @@ def test_set_roles_needs_admin(api):
 def test_patch_attributes_merges_and_removes(api):
     api.service()
     uid = api.user("carol", {"department": "sales", "clearance": 3})
+    api.roles(uid, ["viewer"])
     r = api.client.patch(
         f"/api/users/{uid}/attributes", json={"clearance": 4, "department": None}, headers=ADMIN
     )
     assert r.status_code == 200
     assert r.json["attributes"] == {"clearance": 4}
-    assert r.json["versions"] == {"billing_api": 1}
+    assert r.json["versions"] == {"billing_api": 2}
     assert api.refresh(uid).json["attributes"]["attributes"] == {"clearance": 4}
 
 
@@ -392,6 +383,7 @@ def test_delete_deactivates_and_refresh_then_denies(api):
 def test_delete_404_and_auth(api):
     token = api.service()
     uid = api.user("alice")
+    api.roles(uid, ["viewer"])
     assert api.client.delete("/api/users/999", headers=ADMIN).status_code == 404
     assert api.client.delete(f"/api/users/{uid}").status_code == 401
     assert api.client.delete(f"/api/users/{uid}", headers=bearer(token)).status_code == 403

@@ -1,0 +1,84 @@
+"""Faults on real processes: a silent Redis, a silent IdP, as billing_api under gunicorn sees them.
+
+"Silent" is a :class:`~tests.faults.Blackhole`: it accepts connections and never answers, the
+case only timeouts bound (a stopped server is refused in microseconds). Every bound asserted
+here is a functional bound with a wide margin over the budget it comes from, because the
+machine running the tests is shared.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from tests.e2e.conftest import E2E
+from tests.faults import Blackhole
+
+pytestmark = [pytest.mark.e2e, pytest.mark.faults]
+
+StackFactory = Callable[..., E2E]
+
+#: What ``/healthz`` may say: these keys, these values, nothing else.
+HEALTH_KEYS = {"status", "redis", "idp", "subscriber"}
+HEALTH_VALUES = {"ok", "degraded"}
+
+
+@pytest.fixture
+def blackhole() -> Iterator[Blackhole]:
+    hole = Blackhole().start()
+    yield hole
+    hole.stop()
+
+
+def timed_get(stack: E2E, path: str, token: str | None = None) -> tuple[float, requests.Response]:
+    started = time.monotonic()
+    response = stack.get(path, token, timeout=10)
+    return time.monotonic() - started, response
+
+
+def assert_says_only_ok_or_degraded(stack: E2E, response: requests.Response) -> None:
+    body = response.json()
+    assert set(body) <= HEALTH_KEYS, body
+    assert set(body.values()) <= HEALTH_VALUES, body
+    text = response.text
+    for leak in ("127.0.0.1", "http", str(stack.idp_port), "Error", "Timeout"):
+        assert leak not in text, f"{leak!r} in {text}"
+
+
+@pytest.mark.timeout(120)
+def test_healthz_answers_from_cached_state_while_the_idp_is_silent(
+    make_stack: StackFactory, blackhole: Blackhole
+) -> None:
+    # billing_api's IdP is a blackhole (the real IdP still runs: it issues the tokens).
+    stack = make_stack(service_config={"IDENTITY_PROVIDER_URL": blackhole.http_url})
+    alice = stack.token("alice")  # seeded into Redis by the IdP: served without the IdP
+
+    # Every worker notices the silent IdP by itself, within a probe's timeout.
+    stack.until_every_worker("/healthz", None, lambda status, body: body.get("idp") == "degraded")
+    for _ in range(20):
+        elapsed, response = timed_get(stack, "/healthz")
+        assert elapsed < 0.1, f"/healthz took {elapsed:.3f} s"
+        assert response.status_code == 503
+        assert response.json()["status"] == "degraded"
+        assert response.json()["idp"] == "degraded"
+        assert response.json()["redis"] == "ok"
+        assert_says_only_ok_or_degraded(stack, response)
+
+    # Health polled hard never stalls authorized requests queued behind it.
+    def one(index: int) -> tuple[str, float, int]:
+        path, token = ("/healthz", None) if index % 2 else ("/invoices", alice)
+        elapsed, response = timed_get(stack, path, token)
+        return path, elapsed, response.status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(one, range(48)))
+    assert {(path, status) for path, _, status in results} == {
+        ("/healthz", 503),
+        ("/invoices", 200),
+    }
+    slowest = max(elapsed for _, elapsed, _ in results)
+    assert slowest < 1.0, f"a request waited {slowest:.3f} s behind /healthz"

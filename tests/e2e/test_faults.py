@@ -82,3 +82,49 @@ def test_healthz_answers_from_cached_state_while_the_idp_is_silent(
     }
     slowest = max(elapsed for _, elapsed, _ in results)
     assert slowest < 1.0, f"a request waited {slowest:.3f} s behind /healthz"
+
+
+@pytest.mark.timeout(120)
+def test_silent_redis_costs_a_request_its_redis_budget_plus_one_idp_call(
+    make_stack: StackFactory, blackhole: Blackhole
+) -> None:
+    # billing_api's Redis is a blackhole; the IdP keeps its own, working Redis.
+    stack = make_stack(service_config={"RBAC_ABAC_REDIS_URL": blackhole.redis_url})
+    alice, bob, carol = stack.token("alice"), stack.token("bob"), stack.token("carol")
+    # Budget: a GET times out after 0.25 s and is retried once (connection.py), then one IdP
+    # call (local, fast). 2 s is that budget with a wide margin; a hang would be unbounded.
+    for _ in range(4):
+        elapsed, response = timed_get(stack, "/invoices", alice)
+        assert response.status_code == 200, response.text
+        assert elapsed < 2.0, f"/invoices took {elapsed:.3f} s with Redis silent"
+    assert blackhole.accepted > 0  # the service really did talk to the blackhole
+
+    # A denial stays a denial: carol (viewer) may not create invoices.
+    started = time.monotonic()
+    response = requests.post(
+        stack.service_url + "/invoices",
+        json={"customer": "x", "amount": 1},
+        headers={"Authorization": f"Bearer {carol}"},
+        timeout=10,
+    )
+    assert response.status_code == 403, response.text
+    assert time.monotonic() - started < 2.0
+
+    # Health says so at once, without waiting on the blackhole.
+    stack.until_every_worker("/healthz", None, lambda status, body: body.get("redis") == "degraded")
+    for _ in range(5):
+        elapsed, response = timed_get(stack, "/healthz")
+        assert elapsed < 1.0, f"/healthz took {elapsed:.3f} s"
+        assert response.status_code == 503
+        assert response.json()["redis"] == "degraded"
+        assert_says_only_ok_or_degraded(stack, response)
+
+    # Redis silent and the IdP gone: nothing proves bob's grant (he has not been seen), so 503
+    # attributes_unavailable, within the Redis budget (a stopped IdP refuses at once).
+    assert stack.idp is not None
+    stack.idp.stop()
+    for _ in range(4):
+        elapsed, response = timed_get(stack, "/invoices", bob)
+        assert response.status_code == 503, response.text
+        assert response.json()["reason"] == "attributes_unavailable"
+        assert elapsed < 2.0, f"the 503 took {elapsed:.3f} s"

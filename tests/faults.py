@@ -64,18 +64,22 @@ class Blackhole:
         self._server.close()
 
 
+#: ``answer(body, headers)``, called when a refresh arrives; returns what to send after the delay.
+Answer = Callable[[dict[str, Any], dict[str, str]], Callable[[], tuple[int, dict[str, Any]]]]
+
+
 class SlowIdP:
     """An identity provider that holds every call for ``delay`` seconds before answering.
 
-    ``POST /api/refresh-user-cache/`` calls ``answer(body)`` *when the call arrives* (so a test
-    can capture what the IdP read at that moment) and sends its ``(status, json)`` result after
-    the delay; ``GET /healthz`` is held the same way. Counts total and concurrent refresh calls.
+    ``POST /api/refresh-user-cache/`` calls ``answer(body, headers)`` *when the call arrives* (so
+    a test can capture or forward it at that moment) and sends the ``(status, json)`` its result
+    returns after the delay (503 without ``answer``); ``GET /healthz`` is held the same way. Counts total and concurrent refresh calls.
     """
 
     def __init__(
         self,
         delay: float,
-        answer: Callable[[dict[str, Any]], Callable[[], tuple[int, dict[str, Any]]]] | None = None,
+        answer: Answer | None = None,
     ) -> None:
         self.delay = delay
         self.answer = answer
@@ -101,7 +105,8 @@ class SlowIdP:
                     idp.in_flight += 1
                     idp.max_in_flight = max(idp.max_in_flight, idp.in_flight)
                 try:
-                    later = idp.answer(body) if idp.answer is not None else None
+                    headers = dict(self.headers.items())
+                    later = idp.answer(body, headers) if idp.answer is not None else None
                     time.sleep(idp.delay)
                     status, payload = later() if later is not None else (503, {"success": False})
                     self._send(status, payload)

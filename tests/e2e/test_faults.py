@@ -8,6 +8,7 @@ machine running the tests is shared.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +17,7 @@ import pytest
 import requests
 
 from tests.e2e.conftest import E2E
-from tests.faults import Blackhole
+from tests.faults import Blackhole, SlowIdP
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
@@ -128,3 +129,44 @@ def test_silent_redis_costs_a_request_its_redis_budget_plus_one_idp_call(
         assert response.status_code == 503, response.text
         assert response.json()["reason"] == "attributes_unavailable"
         assert elapsed < 2.0, f"the 503 took {elapsed:.3f} s"
+
+
+@pytest.mark.timeout(120)
+def test_slow_idp_bounds_every_request_and_sees_one_refresh_per_key(
+    make_stack: StackFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Threaded workers, so that concurrent requests meet inside a worker as well as across two.
+    monkeypatch.setenv("GUNICORN_CMD_ARGS", "--threads 8")
+    # billing_api's IdP holds every call 3 s, past the 1 s read timeout configured here.
+    slow = SlowIdP(delay=3.0).start()
+    try:
+        stack = make_stack(
+            service_config={
+                "IDENTITY_PROVIDER_URL": slow.url,
+                "RBAC_ABAC_IDP_TIMEOUT": "[0.5, 1.0]",
+            }
+        )
+        alice = stack.token("alice")
+        stack.redis_client().delete(stack.key(stack.user_id(alice)))  # cold everywhere
+
+        # At most 8 at once, so none waits for a free worker thread: all meet the one refresh.
+        barrier = threading.Barrier(8)
+
+        def one(_: int) -> tuple[float, int, int, str]:
+            barrier.wait()
+            elapsed, response = timed_get(stack, "/invoices", alice)
+            pid = int(response.headers["X-Worker-Pid"])
+            return elapsed, pid, response.status_code, response.json().get("reason", "")
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            results = list(pool.map(one, range(8)))
+    finally:
+        slow.stop()
+    assert {(status, reason) for _, _, status, reason in results} == {
+        (503, "attributes_unavailable")
+    }
+    # One refresh for the key, in whichever workers the burst landed; the others (threads of
+    # the same worker, or the other worker waiting on the Redis lease) shared its failure.
+    assert (slow.calls, slow.max_in_flight) == (1, 1)
+    slowest = max(elapsed for elapsed, _, _, _ in results)
+    assert slowest < 1.0 + 0.6, f"a request waited {slowest:.3f} s (read timeout 1 s)"

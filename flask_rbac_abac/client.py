@@ -285,8 +285,9 @@ class RedisAttributeClient:
         While another process holds the lease, its call is the one refresh in flight for this
         key: this waits for its value in Redis, fails with it when it failed (the holder leaves
         :data:`LEASE_FAILED` for the waiters), and takes the lease itself only once it is
-        released (an unknown user writes no value) or expired (its holder died). So there is at most one IdP call per key at any moment, and a holder
-        killed mid-refresh delays the next one by at most the lease time.
+        released (an unknown user writes no value) or expired (its holder died). So there is at
+        most one IdP call per key at any moment, and a holder killed mid-refresh delays the
+        next one by at most the lease time.
         """
         name = lease_key(self.key_prefix, *key)
         token = uuid.uuid4().hex

@@ -73,7 +73,8 @@ class SlowIdP:
 
     ``POST /api/refresh-user-cache/`` calls ``answer(body, headers)`` *when the call arrives* (so
     a test can capture or forward it at that moment) and sends the ``(status, json)`` its result
-    returns after the delay (503 without ``answer``); ``GET /healthz`` is held the same way. Counts total and concurrent refresh calls.
+    returns after the delay (503 without ``answer``); ``GET /healthz`` is held the same way.
+    Counts total and concurrent refresh calls.
     """
 
     def __init__(

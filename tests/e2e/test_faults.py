@@ -8,6 +8,7 @@ machine running the tests is shared.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +27,10 @@ StackFactory = Callable[..., E2E]
 #: What ``/healthz`` may say: these keys, these values, nothing else.
 HEALTH_KEYS = {"status", "redis", "idp", "subscriber"}
 HEALTH_VALUES = {"ok", "degraded"}
+
+
+def roles_of(body: dict) -> list[str]:
+    return list(body["user"]["roles"])
 
 
 @pytest.fixture
@@ -170,3 +175,59 @@ def test_slow_idp_bounds_every_request_and_sees_one_refresh_per_key(
     assert (slow.calls, slow.max_in_flight) == (1, 1)
     slowest = max(elapsed for elapsed, _, _, _ in results)
     assert slowest < 1.0 + 0.6, f"a request waited {slowest:.3f} s (read timeout 1 s)"
+
+
+@pytest.mark.timeout(120)
+def test_revocation_racing_a_slow_refresh_never_brings_the_old_roles_back(
+    make_stack: StackFactory,
+) -> None:
+    # Between billing_api and the real IdP: the refresh reaches the IdP at once (it reads the
+    # database and writes Redis then), but its answer, with the roles of that moment, is held.
+    forwarded = threading.Event()
+    real_idp: dict[str, str] = {}
+
+    def forward(body: dict, headers: dict[str, str]) -> Callable[[], tuple[int, dict]]:
+        response = requests.post(
+            real_idp["url"] + "/api/refresh-user-cache/",
+            json=body,
+            headers={"Authorization": headers.get("Authorization", "")},
+            timeout=5,
+        )
+        forwarded.set()
+        return lambda: (response.status_code, response.json())
+
+    proxy = SlowIdP(delay=2.0, answer=forward).start()
+    try:
+        stack = make_stack(service_config={"IDENTITY_PROVIDER_URL": proxy.url})
+        real_idp["url"] = stack.idp_url
+        bob = stack.token("bob")
+        bob_id = stack.user_id(bob)
+        redis_client = stack.redis_client()
+        redis_client.delete(stack.key(bob_id))  # bob is cold: his next request refreshes
+        stack.wait_subscribed()
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            in_flight = pool.submit(stack.get, "/whoami", bob, 10)
+            assert forwarded.wait(5), "the refresh never reached the IdP"
+            # The refresh has read "accountant"; its answer is on hold. Revoke now.
+            response = stack.admin(
+                "PUT", f"/api/users/{bob_id}/roles/billing_api", {"roles": ["viewer"]}
+            )
+            assert response.status_code == 200, response.text
+            revoked = json.loads(redis_client.get(stack.key(bob_id)))
+            assert revoked["roles"] == ["viewer"]
+            # The slow answer (old roles) lands now. It must not be kept anywhere.
+            assert in_flight.result().status_code == 200
+    finally:
+        proxy.stop()
+
+    stored = json.loads(redis_client.get(stack.key(bob_id)))
+    assert stored["roles"] == ["viewer"] and stored["version"] == revoked["version"]
+    workers = stack.until_every_worker(
+        "/whoami", bob, lambda status, body: status == 200 and roles_of(body) == ["viewer"]
+    )
+    assert len(workers) == 2
+    after = stack.burst("/whoami", bob, 32)
+    assert {pid for _, pid, _, _ in after} == workers
+    assert all(roles_of(body) == ["viewer"] for _, _, _, body in after)
+    assert {status for _, _, status, _ in stack.burst("/stats", bob, 8)} == {403}

@@ -116,7 +116,7 @@ def test_lease_holder_killed_mid_refresh_delays_the_next_by_at_most_the_lease(
         " identity_provider_url=sys.argv[3], invalidation=False)\n"
         "c.get_user_attributes(7)\n"
     )
-    holder = subprocess.Popen(  # noqa: S603 - our own interpreter and code
+    holder = subprocess.Popen(
         [sys.executable, "-c", holder_code, REDIS_URL, key_prefix, stuck.url],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},

@@ -292,6 +292,28 @@ def test_lease_released_after_refresh(make_client, backend, idp) -> None:
     assert backend.get(lease_key(client.key_prefix, SERVICE, 7)) is None
 
 
+def test_waiters_on_a_lease_share_its_holders_failure(make_client, backend) -> None:
+    holder, waiter = make_client(), make_client()
+    lease = lease_key(holder.key_prefix, SERVICE, 7)
+    backend.set(lease, "holder-token", px=5000)  # "another process" is refreshing user 7
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock_idp:
+        mock_idp.add("POST", REFRESH, status=503)
+        failing = threading.Timer(0.15, holder._release_lease, [(SERVICE, 7), "holder-token", True])
+        failing.start()
+        try:
+            with pytest.raises(IdentityProviderError) as raised:
+                waiter.get_user_attributes(7)
+        finally:
+            failing.cancel()
+        assert raised.value.reason == "peer_failed"
+        assert len(mock_idp.calls) == 0  # the holder's failure was shared, not repeated
+        assert backend.get(lease) in (b"!failed", "!failed")
+        # A lookup that arrives after the failure, and so waited on nobody, tries again.
+        with pytest.raises(IdentityProviderError, match="answered 503"):
+            waiter.get_user_attributes(7)
+        assert len(mock_idp.calls) == 1
+
+
 def test_invalidate_deletes_everywhere_and_announces(make_client, backend) -> None:
     client = make_client()
     client.set_user_attributes(attrs())

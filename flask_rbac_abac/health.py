@@ -79,7 +79,7 @@ class HealthState:
         return ok
 
     def probe_all(self) -> dict[str, str]:
-        """Probe every component in this thread (for tools and tests), then :meth:`report`."""
+        """Probe every component in this thread (for tools and tests) and return the states."""
         for name in self._probes:
             self.probe(name)
         return {name: self.state(name) for name in self._probes}
@@ -99,10 +99,11 @@ class HealthState:
                 self._probed_at[name] = now
                 due.append(name)
         for name in due:
-            threading.Thread(
-                target=self._probe_in_background, args=(name,), name=f"rbac-abac-health-{name}",
-                daemon=True,
-            ).start()  # fmt: skip
+            thread = threading.Thread(
+                target=self._probe_in_background, args=(name,), name=f"rbac-abac-health-{name}"
+            )
+            thread.daemon = True
+            thread.start()
 
     def _probe_in_background(self, component: str) -> None:
         try:

@@ -191,7 +191,7 @@ def check_ttl(client: RedisAttributeClient) -> str:
 
 
 def check_idp(client: RedisAttributeClient) -> str:
-    health = client.health_check()["identity_provider"]
+    health = client.idp.health()
     if health.get("ok"):
         return f"identity provider reachable at {health.get('url')} (GET /healthz 200)"
     if "error" in health:

@@ -39,6 +39,7 @@ from .config import DEFAULT_CACHE_TTL, DEFAULT_IDP_URL, DEFAULT_REDIS_URL
 from .connection import DEFAULT_TIMEOUT, connect
 from .connection import close as close_redis
 from .errors import AttributesUnavailable, DecodeError, IdentityProviderError
+from .health import DEGRADED, OK, HealthState
 from .idp import CircuitBreaker, IdentityProviderClient
 from .invalidation import Subscriber
 from .local_cache import Key, LocalCache, Ticket
@@ -47,9 +48,20 @@ from .metrics import Stats
 log = logging.getLogger(__name__)
 
 REDIS_ERRORS = (RedisError, RedisClusterException, OSError)
-#: How long another process's refresh lease is waited for before refreshing anyway.
-LEASE_WAIT = 1.0
 LEASE_POLL = 0.02
+#: What a lease holder whose refresh failed leaves in the lease, and for how long (ms): the
+#: processes waiting on it fail with it instead of each sending the IdP one more call.
+LEASE_FAILED = "!failed"
+LEASE_FAILED_MS = 1000
+_FAILED_VALUES = (LEASE_FAILED, LEASE_FAILED.encode())
+_TAKE_LEASE = """
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[3] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+#: (connect, read) seconds of the background health probe of the IdP.
+HEALTH_PROBE_TIMEOUT = (0.5, 1.0)
 
 
 class _Flight:
@@ -111,6 +123,7 @@ class RedisAttributeClient:
             session=session,
         )
         self.metrics = Stats()
+        self.health = HealthState({"redis": self._probe_redis, "idp": self._probe_idp})
         self._flights: dict[Key, _Flight] = {}
         self._flights_lock = threading.Lock()
         self.subscriber: Subscriber | None = None
@@ -184,8 +197,10 @@ class RedisAttributeClient:
             raw = self.redis.get(redis_key)
         except REDIS_ERRORS as exc:
             self.metrics.incr("redis_errors")
+            self.health.record("redis", False)
             log.warning("Redis GET failed, going to the identity provider: %s", exc)
             return None, False
+        self.health.record("redis", True)
         if raw is None:
             return None, True
         try:
@@ -208,7 +223,8 @@ class RedisAttributeClient:
                 flight = self._flights[key] = _Flight()
         if not leader:
             self.metrics.incr("refresh_waits")
-            if not flight.done.wait(sum(self.idp.timeout) + LEASE_WAIT + 1.0):
+            # The leader may wait out another process's lease, then make its own call.
+            if not flight.done.wait(self._lease_seconds() + sum(self.idp.timeout) + 1.0):
                 raise AttributesUnavailable("timed out waiting for a concurrent refresh")
             if flight.error is not None:
                 raise flight.error
@@ -227,22 +243,24 @@ class RedisAttributeClient:
     def _refresh(self, key: Key, redis_ok: bool) -> UserAttributes | None:
         ticket = self.local.ticket(key)
         token = None
-        if redis_ok:
-            token, attrs = self._acquire_lease(key)
-            if attrs is not None:
-                self.local.put(key, attrs, ticket)
-                return attrs
+        failed = False
         try:
+            if redis_ok:
+                token, attrs = self._acquire_lease(key)
+                if attrs is not None:
+                    self.local.put(key, attrs, ticket)
+                    return attrs
             self.metrics.incr("auto_refreshes")
             attrs = self._call_idp(key)
         except IdentityProviderError:
+            failed = True
             stale = self._stale(key)
             if stale is not None:
                 return stale
             raise
         finally:
             if token is not None:
-                self._release_lease(key, token)
+                self._release_lease(key, token, failed)
         return self._keep_refreshed(key, attrs, ticket, manual=False)
 
     def _keep_refreshed(
@@ -257,36 +275,62 @@ class RedisAttributeClient:
         signals.attributes_refreshed.send(self, attributes=attrs, manual=manual)
         return attrs
 
+    def _lease_seconds(self) -> float:
+        """How long a lease is held at most: its holder's whole IdP budget, plus a margin."""
+        return sum(self.idp.timeout) + 1.0
+
     def _acquire_lease(self, key: Key) -> tuple[str | None, UserAttributes | None]:
-        """Take the cross-process lease, or wait for its holder's result in Redis."""
+        """Take the cross-process lease, or wait for its holder's result in Redis.
+
+        While another process holds the lease, its call is the one refresh in flight for this
+        key: this waits for its value in Redis, fails with it when it failed (the holder leaves
+        :data:`LEASE_FAILED` for the waiters), and takes the lease itself only once it is
+        released (an unknown user writes no value) or expired (its holder died). So there is at
+        most one IdP call per key at any moment, and a holder killed mid-refresh delays the
+        next one by at most the lease time.
+        """
         name = lease_key(self.key_prefix, *key)
         token = uuid.uuid4().hex
-        lease_ms = int((sum(self.idp.timeout) + 1.0) * 1000)
-        deadline = time.monotonic() + LEASE_WAIT
+        lease = self._lease_seconds()
+        deadline = time.monotonic() + lease
+        waited_on_holder = False
         try:
             while True:
-                if self.redis.set(name, token, nx=True, px=lease_ms):
+                # Free, or holding only an earlier failure this call did not wait for: take it.
+                replaceable = "" if waited_on_holder else LEASE_FAILED
+                if self.redis.eval(_TAKE_LEASE, 1, name, token, int(lease * 1000), replaceable):
                     return token, None
+                if waited_on_holder and self.redis.get(name) in _FAILED_VALUES:
+                    self.metrics.incr("idp_errors")
+                    raise IdentityProviderError(
+                        "a concurrent refresh of this user failed", reason="peer_failed"
+                    )
+                waited_on_holder = True
                 time.sleep(LEASE_POLL)
                 attrs, ok = self._read_l2(key)
                 if attrs is not None or not ok:
                     return None, attrs
                 if time.monotonic() >= deadline:
-                    return None, None  # the holder is slow or gone: refresh ourselves
+                    return None, None  # never seen free (a clock jump?): refresh ourselves
         except REDIS_ERRORS:
             self.metrics.incr("redis_errors")
+            self.health.record("redis", False)
             return None, None
 
-    def _release_lease(self, key: Key, token: str) -> None:
+    def _release_lease(self, key: Key, token: str, failed: bool = False) -> None:
+        """Give the lease back, or (``failed``) leave :data:`LEASE_FAILED` in it for a moment."""
         name = lease_key(self.key_prefix, *key)
         try:
-            # Compare-and-delete, so an expired lease taken by another process is left alone.
+            # Compare-and-swap, so an expired lease taken by another process is left alone.
             self.redis.eval(
-                "if redis.call('GET', KEYS[1]) == ARGV[1] then "
-                "return redis.call('DEL', KEYS[1]) end return 0",
+                "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end "
+                "if ARGV[2] == '' then return redis.call('DEL', KEYS[1]) end "
+                "return redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])",
                 1,
                 name,
                 token,
+                LEASE_FAILED if failed else "",
+                LEASE_FAILED_MS,
             )
         except REDIS_ERRORS:
             self.metrics.incr("redis_errors")
@@ -296,11 +340,14 @@ class RedisAttributeClient:
         try:
             attrs = self.idp.refresh(user, service)
         except IdentityProviderError as exc:
+            # A refusal of this one request (a 4xx other than 401/403) still proves the IdP up.
+            self.health.record("idp", exc.reason == "refused" and exc.status not in (401, 403))
             self.metrics.incr("idp_errors")
             if exc.reason == "breaker_open":
                 self.metrics.incr("breaker_rejections")
             log.warning("identity provider refresh of %s/%s failed: %s", service, user, exc)
             raise
+        self.health.record("idp", True)
         if attrs is None:
             self.metrics.incr("idp_not_found")
         return attrs
@@ -383,28 +430,27 @@ class RedisAttributeClient:
         out["breaker_open"] = out["breaker"] == "open"
         return out
 
-    def health_check(self) -> dict[str, Any]:
-        """Redis reachable (with latency), IdP reachable, subscriber alive."""
-        started = time.perf_counter()
-        redis_state: dict[str, Any]
+    def health_check(self) -> dict[str, str]:
+        """``{"status", "redis", "idp", "subscriber"}``, each ``"ok"`` or ``"degraded"``.
+
+        Answered from cached state (see :mod:`flask_rbac_abac.health`): it never waits on Redis
+        or the IdP, and says nothing else (no address, no error text), so it can be public.
+        ``subscriber`` is left out when invalidation is off.
+        """
+        report = self.health.report()
+        if self.subscriber is not None:
+            report["subscriber"] = OK if self.subscriber.state()["connected"] else DEGRADED
+        healthy = all(state == OK for state in report.values())
+        return {"status": OK if healthy else DEGRADED, **report}
+
+    def _probe_redis(self) -> bool:
         try:
-            self.redis.ping()
-            redis_state = {
-                "ok": True,
-                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-            }
-        except REDIS_ERRORS as exc:
-            redis_state = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        idp_state = self.idp.health()
-        subscriber = self.subscriber.state() if self.subscriber is not None else {"enabled": False}
-        subscriber_ok = self.subscriber is None or bool(subscriber["connected"])
-        return {
-            "healthy": bool(redis_state["ok"] and idp_state["ok"] and subscriber_ok),
-            "service_name": self.service_name,
-            "redis": redis_state,
-            "identity_provider": idp_state,
-            "subscriber": subscriber,
-        }
+            return bool(self.redis.ping())
+        except REDIS_ERRORS:
+            return False
+
+    def _probe_idp(self) -> bool:
+        return bool(self.idp.health(timeout=HEALTH_PROBE_TIMEOUT)["ok"])
 
     def close(self) -> None:
         """Stop the subscriber and release connections."""

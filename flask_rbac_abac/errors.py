@@ -26,7 +26,8 @@ class AttributesUnavailable(RBACABACError):
 class IdentityProviderError(AttributesUnavailable):
     """The identity provider failed, timed out, or answered something unusable.
 
-    :param reason: what went wrong, for programs: ``unreachable``, ``breaker_open``,
+    :param reason: what went wrong, for programs: ``unreachable``, ``breaker_open``, ``peer_failed``
+        (another process's refresh of the same key failed moments ago),
         ``server_error``, ``redirect``, ``bad_answer`` or ``refused``.
     :param status: the HTTP status, when there was an answer.
     :param code: the IdP's machine-readable error code (e.g. ``service_not_registered``).

@@ -184,12 +184,18 @@ class IdentityProviderClient:
             )
         return attrs
 
-    def health(self) -> dict[str, Any]:
-        """``{"ok": bool, "url": ..., "status"|"error": ...}``; never raises."""
+    def health(self, timeout: tuple[float, float] | None = None) -> dict[str, Any]:
+        """``{"ok": bool, "url": ..., "status"|"error": ...}``; never raises. A live call, for
+        diagnostics (``rbac-abac check``) and the background probe, never a public endpoint.
+
+        :param timeout: ``(connect, read)`` seconds; this client's timeout by default.
+        """
         started = time.perf_counter()
         try:
             response = self._session.get(
-                self.base_url + HEALTH_PATH, timeout=self.timeout, allow_redirects=False
+                self.base_url + HEALTH_PATH,
+                timeout=timeout or self.timeout,
+                allow_redirects=False,
             )
         except requests.RequestException as exc:
             return {"ok": False, "url": self.base_url, "error": type(exc).__name__}

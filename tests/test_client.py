@@ -21,6 +21,7 @@ from flask_rbac_abac import (
 from flask_rbac_abac.codec import Invalidation, attributes_key, lease_key
 
 from .conftest import IDP, SERVICE
+from .servers import wait_for
 
 REFRESH = IDP + "/api/refresh-user-cache/"
 
@@ -291,6 +292,28 @@ def test_lease_released_after_refresh(make_client, backend, idp) -> None:
     assert backend.get(lease_key(client.key_prefix, SERVICE, 7)) is None
 
 
+def test_waiters_on_a_lease_share_its_holders_failure(make_client, backend) -> None:
+    holder, waiter = make_client(), make_client()
+    lease = lease_key(holder.key_prefix, SERVICE, 7)
+    backend.set(lease, "holder-token", px=5000)  # "another process" is refreshing user 7
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock_idp:
+        mock_idp.add("POST", REFRESH, status=503)
+        failing = threading.Timer(0.15, holder._release_lease, [(SERVICE, 7), "holder-token", True])
+        failing.start()
+        try:
+            with pytest.raises(IdentityProviderError) as raised:
+                waiter.get_user_attributes(7)
+        finally:
+            failing.cancel()
+        assert raised.value.reason == "peer_failed"
+        assert len(mock_idp.calls) == 0  # the holder's failure was shared, not repeated
+        assert backend.get(lease) in (b"!failed", "!failed")
+        # A lookup that arrives after the failure, and so waited on nobody, tries again.
+        with pytest.raises(IdentityProviderError, match="answered 503"):
+            waiter.get_user_attributes(7)
+        assert len(mock_idp.calls) == 1
+
+
 def test_invalidate_deletes_everywhere_and_announces(make_client, backend) -> None:
     client = make_client()
     client.set_user_attributes(attrs())
@@ -318,19 +341,32 @@ def test_manual_refresh(make_client, idp) -> None:
     assert client.refresh_user_attributes_from_identity_provider(8) is None
 
 
-def test_health_check(make_client) -> None:
+def test_health_check_answers_from_what_it_has_seen(make_client) -> None:
     client = make_client()
+    # Nothing seen yet: never claimed ok. Asking starts probes; it does not wait for them.
     with responses.RequestsMock() as mock_idp:
         mock_idp.add("GET", IDP + "/healthz", json={"ok": True})
-        health = client.health_check()
-    assert health["redis"]["ok"] is True and health["redis"]["latency_ms"] >= 0
-    assert health["identity_provider"]["ok"] is True
-    assert health["healthy"] is True
+        assert client.health_check()["idp"] == "degraded"
+        ok = {"status": "ok", "redis": "ok", "idp": "ok"}
+        assert wait_for(lambda: client.health_check() == ok)
     with responses.RequestsMock() as mock_idp:
         mock_idp.add("GET", IDP + "/healthz", body=requests.ConnectionError("down"))
-        health = client.health_check()
-    assert health["healthy"] is False
-    assert health["identity_provider"] == {"ok": False, "url": IDP, "error": "ConnectionError"}
+        assert client.health.probe("idp") is False
+    assert client.health_check() == {"status": "degraded", "redis": "ok", "idp": "degraded"}
+
+
+def test_health_follows_the_request_path(make_client) -> None:
+    client = make_client()
+    unknown = {"success": False, "error": "user 8 not found", "code": "user_not_found"}
+    with responses.RequestsMock() as mock_idp:
+        mock_idp.add("POST", REFRESH, status=502)
+        with pytest.raises(AttributesUnavailable):
+            client.get_user_attributes(7)
+        assert client.health.state("redis") == "ok"
+        assert client.health.state("idp") == "degraded"
+        mock_idp.add("POST", REFRESH, status=404, json=unknown)
+        assert client.get_user_attributes(8) is None
+        assert client.health.state("idp") == "ok"
 
 
 def test_redis_down_goes_to_the_idp_quickly(free_port, idp, key_prefix) -> None:
@@ -347,7 +383,7 @@ def test_redis_down_goes_to_the_idp_quickly(free_port, idp, key_prefix) -> None:
         assert client.get_user_attributes(7).roles == ("admin",)
         assert time.perf_counter() - started < 1.0
         assert client.stats()["redis_errors"] >= 1
-        assert client.health_check()["redis"]["ok"] is False
+        assert client.health_check()["redis"] == "degraded"
     finally:
         client.close()
 

@@ -70,7 +70,7 @@ def test_sentinel_url_reaches_the_master(sentinel: Sentinel, key_prefix: str) ->
         assert client.get_user_attributes(1, auto_refresh=False) == attrs
         direct = connect(sentinel.master.url)
         assert UserAttributes.from_json(direct.get(client.key(1))) == attrs
-        assert client.health_check()["redis"]["ok"] is True
+        assert client.health.probe("redis") is True
     finally:
         client.close()
 

@@ -84,26 +84,38 @@ def as_user(user_id: int) -> dict[str, str]:
 # -- public and error endpoints ------------------------------------------------------------
 
 
-def test_healthz_is_public_and_reports_the_client(client: FlaskClient, idp_mock: FakeIdP) -> None:
+def probed(app: Flask) -> None:
+    """Run the health probes now, so the next ``/healthz`` reports their result."""
+    from example_service import rbac
+
+    with app.app_context():
+        rbac.client.health.probe_all()
+
+
+def test_healthz_is_public_and_says_only_ok_or_degraded(
+    app: Flask, client: FlaskClient, idp_mock: FakeIdP
+) -> None:
     idp_mock.mock.add("GET", IDP + "/healthz", json={"status": "ok"})  # type: ignore[attr-defined]
+    probed(app)
     response = client.get("/healthz")
     assert response.status_code == 200
-    body = response.get_json()
-    assert body["healthy"] is True
-    assert body["redis"]["ok"] is True
-    assert body["identity_provider"]["ok"] is True
-    assert body["pid"] == os.getpid()
+    # No subscriber here: these tests run with invalidation off.
+    assert response.get_json() == {"status": "ok", "redis": "ok", "idp": "ok"}
 
 
-def test_healthz_is_503_when_the_idp_is_down(client: FlaskClient, idp_mock: FakeIdP) -> None:
+def test_healthz_is_503_when_the_idp_is_down(
+    app: Flask, client: FlaskClient, idp_mock: FakeIdP
+) -> None:
     idp_mock.mock.add(  # type: ignore[attr-defined]
-        "GET", IDP + "/healthz", body=requests.ConnectionError("refused")
+        "GET", IDP + "/healthz", body=requests.ConnectionError("refused 10.0.0.7:8000")
     )
+    probed(app)
     response = client.get("/healthz")
     assert response.status_code == 503
     body = response.get_json()
-    assert body["success"] is False
-    assert body["identity_provider"]["ok"] is False
+    assert body["status"] == "degraded"
+    assert body["idp"] == "degraded"
+    assert "10.0.0.7" not in response.get_data(as_text=True)
 
 
 @pytest.mark.parametrize(

@@ -104,7 +104,7 @@ class E2E(Stack):
         return self.until_every_worker(
             "/healthz",
             None,
-            lambda status, body: bool(body.get("subscriber", {}).get("connected")),
+            lambda status, body: body.get("subscriber") == "ok",
             seconds,
         )
 

@@ -20,6 +20,12 @@ DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_AUDIENCE = "rbac-abac"
 DEFAULT_ISSUER = "rbac-abac-idp"
 MIN_HS256_SECRET_BYTES = 32
+#: Algorithms a public key or a JWKS may be used with (``RBAC_ABAC_JWT_ALGORITHMS`` picks among
+#: them); HS256 is only ever used with ``RBAC_ABAC_JWT_SECRET``.
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+DEFAULT_ASYMMETRIC_ALGORITHMS = ("RS256", "ES256")
 
 
 def _env(name: str, default: Any) -> Any:
@@ -42,6 +48,11 @@ DEFAULTS: dict[str, Callable[[], Any]] = {
     "RBAC_ABAC_INVALIDATION": lambda: _env("RBAC_ABAC_INVALIDATION", True),
     "RBAC_ABAC_JWT_SECRET": lambda: _env("RBAC_ABAC_JWT_SECRET", None),
     "RBAC_ABAC_JWT_PUBLIC_KEY": lambda: _env("RBAC_ABAC_JWT_PUBLIC_KEY", None),
+    "RBAC_ABAC_JWKS_URL": lambda: _env("RBAC_ABAC_JWKS_URL", None),
+    "RBAC_ABAC_JWKS_TIMEOUT": lambda: 2.0,
+    "RBAC_ABAC_JWKS_LIFESPAN": lambda: 300,
+    "RBAC_ABAC_JWT_ALGORITHMS": lambda: _env("RBAC_ABAC_JWT_ALGORITHMS", None),
+    "RBAC_ABAC_JWT_USER_CLAIM": lambda: _env("RBAC_ABAC_JWT_USER_CLAIM", "sub"),
     "RBAC_ABAC_JWT_AUDIENCE": lambda: _env("RBAC_ABAC_JWT_AUDIENCE", DEFAULT_AUDIENCE),
     "RBAC_ABAC_JWT_ISSUER": lambda: _env("RBAC_ABAC_JWT_ISSUER", DEFAULT_ISSUER),
     "RBAC_ABAC_TOKEN_CACHE_SIZE": lambda: 10000,
@@ -101,6 +112,31 @@ def jwt_secret(value: object) -> str | None:
     return value
 
 
+def jwt_algorithms(value: object, *, symmetric: bool) -> tuple[str, ...]:
+    """``RBAC_ABAC_JWT_ALGORITHMS``: a list or a comma-separated string; ``None`` for the default.
+
+    With a secret only HS256 is allowed; with a public key or a JWKS only asymmetric algorithms,
+    so a public key can never be used as an HMAC secret (the classic algorithm confusion).
+    """
+    if value is None or value == "":
+        return ("HS256",) if symmetric else DEFAULT_ASYMMETRIC_ALGORITHMS
+    names = value.split(",") if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)) or not names:
+        raise ConfigurationError(f"RBAC_ABAC_JWT_ALGORITHMS must be a list, got {value!r}")
+    allowed = {"HS256"} if symmetric else ASYMMETRIC_ALGORITHMS
+    out = []
+    for name in names:
+        name = name.strip() if isinstance(name, str) else name
+        if name not in allowed:
+            raise ConfigurationError(
+                f"RBAC_ABAC_JWT_ALGORITHMS: {name!r} is not allowed with "
+                + ("RBAC_ABAC_JWT_SECRET" if symmetric else "a public key or RBAC_ABAC_JWKS_URL")
+                + f" (allowed: {', '.join(sorted(allowed))})"
+            )
+        out.append(name)
+    return tuple(dict.fromkeys(out))
+
+
 def cache_ttl_from_env(config: MutableMapping[str, Any]) -> int:
     """``RBAC_ABAC_CACHE_TTL`` from ``config``, else the environment, else 86400; validated."""
     config.setdefault("RBAC_ABAC_CACHE_TTL", DEFAULTS["RBAC_ABAC_CACHE_TTL"]())
@@ -131,6 +167,16 @@ class Settings:
     token_cache_size: int
     #: Refuse (403 ``no_rule``) a view with neither a rule nor ``@public``.
     require_authorization: bool = False
+    #: Where the verification keys are published (an IdP's ``/.well-known/jwks.json``).
+    jwks_url: str | None = None
+    #: Seconds for each socket operation of a JWKS fetch.
+    jwks_timeout: float = 2.0
+    #: Seconds a fetched JWKS is used before it is fetched again.
+    jwks_lifespan: int = 300
+    #: Algorithms a token may be signed with; empty: the default for the key kind.
+    jwt_algorithms: tuple[str, ...] = ()
+    #: The claim that carries the user id.
+    jwt_user_claim: str = "sub"
 
 
 def load(config: MutableMapping[str, Any]) -> Settings:
@@ -162,10 +208,17 @@ def load(config: MutableMapping[str, Any]) -> Settings:
         not isinstance(public_key, str) or "BEGIN PUBLIC KEY" not in public_key
     ):
         raise ConfigurationError("RBAC_ABAC_JWT_PUBLIC_KEY must be a PEM public key")
-    if secret and public_key:
+    jwks_url = config["RBAC_ABAC_JWKS_URL"] or None
+    if jwks_url is not None:
+        jwks_url = http_url(jwks_url, "RBAC_ABAC_JWKS_URL")
+    if sum(bool(k) for k in (secret, public_key, jwks_url)) > 1:
         raise ConfigurationError(
-            "RBAC_ABAC_JWT_SECRET and RBAC_ABAC_JWT_PUBLIC_KEY are both set; choose one algorithm"
+            "more than one of RBAC_ABAC_JWT_SECRET, RBAC_ABAC_JWT_PUBLIC_KEY and "
+            "RBAC_ABAC_JWKS_URL is set; choose one way to verify tokens"
         )
+    user_claim = config["RBAC_ABAC_JWT_USER_CLAIM"]
+    if not isinstance(user_claim, str) or not user_claim:
+        raise ConfigurationError("RBAC_ABAC_JWT_USER_CLAIM must be a non-empty string")
     token = config["RBAC_ABAC_SERVICE_TOKEN"]
     if token is not None and not isinstance(token, str):
         raise ConfigurationError("RBAC_ABAC_SERVICE_TOKEN must be a string")
@@ -204,4 +257,9 @@ def load(config: MutableMapping[str, Any]) -> Settings:
         require_authorization=as_bool(
             config["RBAC_ABAC_REQUIRE_AUTHORIZATION"], "RBAC_ABAC_REQUIRE_AUTHORIZATION"
         ),
+        jwks_url=jwks_url,
+        jwks_timeout=positive_float(config["RBAC_ABAC_JWKS_TIMEOUT"], "RBAC_ABAC_JWKS_TIMEOUT"),
+        jwks_lifespan=positive_int(config["RBAC_ABAC_JWKS_LIFESPAN"], "RBAC_ABAC_JWKS_LIFESPAN"),
+        jwt_algorithms=jwt_algorithms(config["RBAC_ABAC_JWT_ALGORITHMS"], symmetric=bool(secret)),
+        jwt_user_claim=user_claim,
     )

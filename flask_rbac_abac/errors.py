@@ -44,3 +44,11 @@ class IdentityProviderError(AttributesUnavailable):
 
 class InvalidIdentity(RBACABACError, ValueError):
     """A verified token names a subject that is not a user id (the caller answers 401)."""
+
+
+class IdentityUnavailable(RBACABACError):
+    """A token cannot be verified because its keys cannot be fetched (the caller answers 503).
+
+    Not the caller's fault and never an allow: the request is refused as unavailable, like
+    attributes that cannot be obtained.
+    """

@@ -27,8 +27,8 @@ from werkzeug.exceptions import abort
 from . import config, signals
 from .client import RedisAttributeClient
 from .codec import UserAttributes, validate_user_id
-from .errors import AttributesUnavailable, InvalidIdentity, InvalidKeyPart
-from .identity import JWTVerifier
+from .errors import AttributesUnavailable, IdentityUnavailable, InvalidIdentity, InvalidKeyPart
+from .identity import JWTVerifier, verifier_for
 from .metrics import prometheus_text
 from .routes import Protection, ViewProtection, classify, view_name
 from .rules import ERROR, Context, Decision, Rule
@@ -133,22 +133,13 @@ class RBACABAC:
 
     @staticmethod
     def _verifier(settings: config.Settings) -> JWTVerifier | None:
-        key, algorithm = settings.jwt_secret, "HS256"
-        if settings.jwt_public_key:
-            key, algorithm = settings.jwt_public_key, "RS256"
-        if not key:
+        verifier = verifier_for(settings)
+        if verifier is None:
             log.warning(
-                "neither RBAC_ABAC_JWT_SECRET nor RBAC_ABAC_JWT_PUBLIC_KEY is set and no "
-                "identity_loader is registered yet: protected views will answer 401"
+                "none of RBAC_ABAC_JWKS_URL, RBAC_ABAC_JWT_PUBLIC_KEY and RBAC_ABAC_JWT_SECRET "
+                "is set and no identity_loader is registered yet: protected views will answer 401"
             )
-            return None
-        return JWTVerifier(
-            key,
-            algorithm,
-            audience=settings.jwt_audience,
-            issuer=settings.jwt_issuer,
-            cache_size=settings.token_cache_size,
-        )
+        return verifier
 
     def _state(self, app: Flask | None = None) -> _AppState:
         target = app if app is not None else current_app._get_current_object()  # type: ignore[attr-defined]
@@ -250,6 +241,8 @@ class RBACABAC:
                 identity = state.verifier.user_id(req.headers.get("Authorization"))
             except InvalidIdentity:
                 _invalid_identity()
+            except IdentityUnavailable:
+                _abort(503, "the identity cannot be verified now", "identity_unavailable")
         if identity is None:
             _abort(401, "authentication required", "no_identity", **{"WWW-Authenticate": "Bearer"})
         ctx_g._rbac_abac_identity = identity

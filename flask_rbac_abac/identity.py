@@ -1,16 +1,25 @@
-"""Who is calling: the default identity loader verifies the IdP's JWT bearer tokens.
+"""Who is calling: the default identity loader verifies JWT bearer tokens.
 
-Verification pins the algorithm (HS256 with a shared secret or RS256 with a public key), and
-requires ``exp``, ``sub``, ``aud`` and ``iss``. Verified tokens are kept in a bounded cache until
-their ``exp``, so a hot token is not verified again on every request. Tokens are never logged.
+Verification pins the algorithms (HS256 with a shared secret; RS256/ES256 with a public key or
+with the keys an IdP publishes at a JWKS URL, ``RBAC_ABAC_JWT_ALGORITHMS``), and requires
+``exp``, ``aud``, ``iss`` and the user claim (``RBAC_ABAC_JWT_USER_CLAIM``, default ``sub``).
+Verified tokens are kept in a bounded cache until their ``exp``, so a hot token is not verified
+again on every request. Tokens are never logged.
 
-The ``sub`` must be a user id as the IdP issues them: a JSON string of ASCII digits without a
+With a JWKS URL the service holds no secret: :class:`JWKSKeys` fetches the key set (PyJWT's
+``PyJWKClient``, each socket operation bounded by ``RBAC_ABAC_JWKS_TIMEOUT``), keeps it for
+``RBAC_ABAC_JWKS_LIFESPAN`` seconds, and fetches it again when a token names a ``kid`` it does not
+hold (a rotated key), at most once per :data:`MIN_REFETCH_INTERVAL` so tokens with made-up kids
+cannot turn every request into a fetch. When the set cannot be fetched the token cannot be
+verified: that is :class:`IdentityUnavailable` (503 ``identity_unavailable``), never an allow and
+not the caller's fault (a 401 would tell a valid caller to log in again).
+
+The user claim must be a user id as the IdP issues them: a JSON string of ASCII digits without a
 leading zero, between 1 and 2**63-1 (the widest integer key the IdP's databases use). Anything
 else (``"alice"``, ``"-1"``, ``"1.0"``, ``"0123"``, ``"٣"``, ``""``, a number, ``true``) comes from
 a token that was signed but cannot name one of our users: it is refused as
 :class:`InvalidIdentity` before any cache or IdP lookup, so such tokens cost no IdP call.
-String ids stay possible through a custom ``identity_loader``.
-"""
+String ids stay possible through a custom ``identity_loader``."""
 
 from __future__ import annotations
 
@@ -18,12 +27,14 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import jwt
 from cachetools import LRUCache
 
-from .errors import InvalidIdentity
+from .config import ASYMMETRIC_ALGORITHMS, DEFAULT_ASYMMETRIC_ALGORITHMS, Settings
+from .errors import IdentityUnavailable, InvalidIdentity
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +42,14 @@ log = logging.getLogger(__name__)
 MAX_TOKEN_LENGTH = 8192
 #: Largest user id a token may name (a signed 64-bit key, as the cache keys allow).
 MAX_SUBJECT_ID = 2**63 - 1
+#: Fewest seconds between two JWKS fetches caused by unknown ``kid`` values.
+MIN_REFETCH_INTERVAL = 5.0
 _SUBJECT_RE = re.compile(r"[1-9][0-9]{0,18}")
 
 
-def subject_user_id(sub: object) -> int:
-    """The user id a token's ``sub`` names; :class:`InvalidIdentity` unless it is canonical.
+def subject_user_id(sub: object, claim: str = "sub") -> int:
+    """The user id a token's ``sub`` (or ``claim``) names; :class:`InvalidIdentity` unless it is
+    canonical.
 
     Canonical means exactly what the IdP writes, ``str(user.id)``, so one user has one spelling
     and no normalisation (``"0123"``, ``" 1"``, ``"1.0"``) is ever guessed at.
@@ -44,33 +58,119 @@ def subject_user_id(sub: object) -> int:
         user_id = int(sub)
         if user_id <= MAX_SUBJECT_ID:
             return user_id
-    raise InvalidIdentity("the token's sub is not a user id")
+    raise InvalidIdentity(f"the token's {claim} is not a user id")
+
+
+class KeySource(Protocol):
+    """Where the key that verifies one token comes from."""
+
+    def key_for(self, token: str) -> Any:
+        """The verification key for ``token``.
+
+        :raises jwt.PyJWTError: the token names no usable key (the caller answers 401).
+        :raises IdentityUnavailable: the keys cannot be obtained (503).
+        """
+        ...
+
+
+class JWKSKeys:
+    """The keys an IdP publishes at a JWKS URL, picked by the token's ``kid``.
+
+    :param url: the ``jwks_uri`` (our IdP's ``/.well-known/jwks.json``, Keycloak's, Auth0's).
+    :param timeout: seconds for each socket operation of a fetch.
+    :param lifespan: seconds a fetched set is used before it is fetched again.
+    :param min_refetch_interval: fewest seconds between two fetches forced by an unknown ``kid``.
+    :param timer: monotonic clock, for tests.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 2.0,
+        lifespan: float = 300.0,
+        min_refetch_interval: float = MIN_REFETCH_INTERVAL,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = jwt.PyJWKClient(
+            url, cache_keys=False, cache_jwk_set=True, lifespan=lifespan, timeout=timeout
+        )
+        self._min_refetch_interval = min_refetch_interval
+        self._timer = timer
+        self._last_refetch: float | None = None
+        # One fetch at a time: concurrent requests for a new kid wait for it, not stampede.
+        self._lock = threading.Lock()
+
+    def key_for(self, token: str) -> Any:
+        header = jwt.get_unverified_header(token)
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise jwt.InvalidTokenError("the token names no kid")
+        with self._lock:
+            key = jwt.PyJWKClient.match_kid(self._signing_keys(refresh=False), kid)
+            if key is None and self._may_refetch():
+                key = jwt.PyJWKClient.match_kid(self._signing_keys(refresh=True), kid)
+        if key is None:
+            raise jwt.InvalidTokenError("the token's kid is not in the key set")
+        if key.algorithm_name != header.get("alg"):
+            raise jwt.InvalidTokenError("the token's alg is not its key's")
+        return key.key
+
+    def _may_refetch(self) -> bool:
+        now = self._timer()
+        if self._last_refetch is not None and now - self._last_refetch < self._min_refetch_interval:
+            return False
+        self._last_refetch = now
+        return True
+
+    def _signing_keys(self, *, refresh: bool) -> list[jwt.PyJWK]:
+        try:
+            return self._client.get_signing_keys(refresh=refresh)
+        # Unreachable, timed out, an HTTP error, not JSON, or no usable key: not the caller's.
+        except (jwt.PyJWTError, OSError, ValueError) as exc:
+            log.warning("cannot fetch the JWKS: %s", type(exc).__name__)
+            raise IdentityUnavailable("the token's signing keys cannot be fetched") from exc
+
+
+class _StaticKey:
+    def __init__(self, key: str) -> None:
+        self._key = key
+
+    def key_for(self, token: str) -> Any:
+        return self._key
 
 
 class JWTVerifier:
     """Turns an ``Authorization: Bearer`` header value into a user id, or ``None``.
 
-    :param key: the HS256 secret or the RS256 PEM public key.
-    :param algorithm: ``"HS256"`` or ``"RS256"``; nothing else is accepted.
+    :param key: the HS256 secret, a PEM public key, or a :class:`KeySource` such as
+        :class:`JWKSKeys`.
+    :param algorithm: the algorithm or algorithms a token may use; HS256 only with a secret.
+    :param user_claim: the claim that carries the user id.
     """
 
     def __init__(
         self,
-        key: str,
-        algorithm: str,
+        key: str | KeySource,
+        algorithm: str | Sequence[str],
         *,
         audience: str,
         issuer: str,
+        user_claim: str = "sub",
         cache_size: int = 10000,
         leeway: float = 0.0,
         timer: Callable[[], float] = time.time,
     ) -> None:
-        if algorithm not in ("HS256", "RS256"):
-            raise ValueError(f"unsupported algorithm {algorithm!r}")
-        self._key = key
-        self._algorithm = algorithm
+        algorithms = [algorithm] if isinstance(algorithm, str) else list(algorithm)
+        symmetric = isinstance(key, str) and "PUBLIC KEY" not in key
+        allowed = {"HS256"} if symmetric else ASYMMETRIC_ALGORITHMS
+        if not algorithms or any(name not in allowed for name in algorithms):
+            raise ValueError(f"unsupported algorithm(s) {algorithms!r} for this key")
+        self._keys: KeySource = _StaticKey(key) if isinstance(key, str) else key
+        self._algorithms = algorithms
         self._audience = audience
         self._issuer = issuer
+        self._user_claim = user_claim
         self._leeway = leeway
         self._timer = timer
         # Keyed by the token itself: the process holds it for the request anyway.
@@ -78,9 +178,10 @@ class JWTVerifier:
         self._lock = threading.Lock()
 
     def user_id(self, authorization: str | None) -> int | None:
-        """The verified ``sub`` of a ``Bearer`` header, or ``None`` for anything invalid.
+        """The verified user id of a ``Bearer`` header, or ``None`` for anything invalid.
 
-        :raises InvalidIdentity: the token verifies but its ``sub`` is not a user id.
+        :raises InvalidIdentity: the token verifies but its user claim is not a user id.
+        :raises IdentityUnavailable: the keys to verify it with cannot be fetched.
         """
         if not authorization or len(authorization) > MAX_TOKEN_LENGTH:
             return None
@@ -100,22 +201,48 @@ class JWTVerifier:
         try:
             claims = jwt.decode(
                 token,
-                self._key,
-                algorithms=[self._algorithm],
+                self._keys.key_for(token),
+                algorithms=self._algorithms,
                 audience=self._audience,
                 issuer=self._issuer,
                 leeway=self._leeway,
-                # ``sub`` is checked below, so a signed but unusable subject is told apart.
-                options={"require": ["exp", "sub", "aud", "iss"], "verify_sub": False},
+                # The user claim is checked below, so a signed but unusable subject is told apart.
+                options={
+                    "require": ["exp", "aud", "iss", self._user_claim],
+                    "verify_sub": False,
+                },
             )
-        except jwt.InvalidTokenError as exc:
+        # Any PyJWT error (a bad token, or a key of the wrong type for its alg) is a 401.
+        except jwt.PyJWTError as exc:
             log.info("rejected bearer token: %s", type(exc).__name__)
             return None
         try:
-            user_id = subject_user_id(claims["sub"])
+            user_id = subject_user_id(claims[self._user_claim], self._user_claim)
         except InvalidIdentity:
-            log.info("rejected bearer token: its sub is not a user id")
+            log.info("rejected bearer token: its %s is not a user id", self._user_claim)
             raise
         with self._lock:
             self._cache[token] = (user_id, float(claims["exp"]))
         return user_id
+
+
+def verifier_for(settings: Settings) -> JWTVerifier | None:
+    """The verifier the settings describe, or ``None`` when no key is configured."""
+    keys: str | KeySource | None = settings.jwt_secret or settings.jwt_public_key
+    if settings.jwks_url:
+        keys = JWKSKeys(
+            settings.jwks_url, timeout=settings.jwks_timeout, lifespan=settings.jwks_lifespan
+        )
+    if keys is None:
+        return None
+    algorithms = settings.jwt_algorithms or (
+        ("HS256",) if settings.jwt_secret else DEFAULT_ASYMMETRIC_ALGORITHMS
+    )
+    return JWTVerifier(
+        keys,
+        algorithms,
+        audience=settings.jwt_audience,
+        issuer=settings.jwt_issuer,
+        user_claim=settings.jwt_user_claim,
+        cache_size=settings.token_cache_size,
+    )

@@ -10,7 +10,7 @@ import click
 from flask import Flask
 from flask.cli import with_appcontext
 
-from . import operations, validation
+from . import operations, signing_keys, validation
 from .errors import ApiError
 from .extensions import db
 
@@ -59,9 +59,28 @@ def _sync_note(ok: bool) -> None:
 @click.command("init-db")
 @with_appcontext
 def init_db() -> None:
-    """Create the tables (existing ones are left alone)."""
+    """Create the tables (existing ones are left alone) and the first signing key if needed."""
     db.create_all()
+    key = signing_keys.ensure_key()
+    db.session.commit()
     click.echo("Initialized the database.")
+    if key is not None:
+        click.echo(f"Generated signing key {key.kid} ({key.algorithm}).")
+
+
+@click.command("rotate-signing-key")
+@with_appcontext
+def rotate_signing_key() -> None:
+    """Sign with a new key from now on; the old one stays published until its tokens expire."""
+    try:
+        key, retired = signing_keys.rotate()
+    except ApiError as exc:
+        raise _fail(exc) from None
+    db.session.commit()
+    click.echo(f"New signing key {key.kid} ({key.algorithm}).")
+    for old in retired:
+        until = old.expires_at.isoformat() if old.expires_at else "now"
+        click.echo(f"Retired {old.kid}: published until {until}.")
 
 
 @click.command("create-service")
@@ -165,5 +184,12 @@ def seed_demo(token_out: str | None) -> None:
 
 
 def register(app: Flask) -> None:
-    for command in (init_db, create_service, create_user, assign_role, seed_demo):
+    for command in (
+        init_db,
+        rotate_signing_key,
+        create_service,
+        create_user,
+        assign_role,
+        seed_demo,
+    ):
         app.cli.add_command(command)

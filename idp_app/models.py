@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .extensions import db
@@ -76,3 +76,22 @@ class UserServiceVersion(db.Model):  # type: ignore[name-defined,misc]
         ForeignKey("services.id", ondelete="CASCADE"), primary_key=True
     )
     version: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class SigningKey(db.Model):  # type: ignore[name-defined,misc]
+    """A key the IdP signs access tokens with; the newest one not retired signs.
+
+    A retired key stays published in the JWKS until ``expires_at`` (its last token's expiry plus
+    leeway), then it is dropped. The private key is stored as unencrypted PEM: the database is
+    as sensitive as ``RBAC_ABAC_JWT_PRIVATE_KEY`` would be.
+    """
+
+    __tablename__ = "signing_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kid: Mapped[str] = mapped_column(String(64), unique=True)
+    algorithm: Mapped[str] = mapped_column(String(16))
+    private_key_pem: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    retired_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -11,7 +11,7 @@ import os
 from collections.abc import MutableMapping
 from typing import Any
 
-import jwt
+from cryptography.hazmat.primitives import serialization
 from limits import parse_many
 
 from flask_rbac_abac.codec import DEFAULT_KEY_PREFIX, validate_prefix
@@ -28,6 +28,8 @@ from flask_rbac_abac.config import (
 from flask_rbac_abac.connection import check_scheme
 from flask_rbac_abac.errors import ConfigurationError, InvalidKeyPart
 
+from .signing_keys import ALGORITHMS, algorithm_of
+
 MIN_ADMIN_TOKEN_CHARS = 16
 #: Keys read from the environment when set there.
 ENV_KEYS = (
@@ -41,6 +43,8 @@ ENV_KEYS = (
     "RBAC_ABAC_JWT_AUDIENCE",
     "RBAC_ABAC_JWT_ISSUER",
     "IDP_TOKEN_LIFETIME",
+    "IDP_SIGNING_ALGORITHM",
+    "IDP_SIGNING_KEY_LEEWAY",
     "IDP_REFRESH_COALESCE_SECONDS",
     "IDP_REDIS_TIMEOUT",
     "IDP_TOKEN_RATE_LIMIT_PER_USER",
@@ -59,6 +63,8 @@ DEFAULTS: dict[str, Any] = {
     "RBAC_ABAC_JWT_AUDIENCE": DEFAULT_AUDIENCE,
     "RBAC_ABAC_JWT_ISSUER": DEFAULT_ISSUER,
     "IDP_TOKEN_LIFETIME": 900,
+    "IDP_SIGNING_ALGORITHM": "RS256",  # for keys the IdP generates: RS256 or ES256
+    "IDP_SIGNING_KEY_LEEWAY": 60,  # a retired key stays published for lifetime + this
     "IDP_REFRESH_COALESCE_SECONDS": 1.0,
     "IDP_REDIS_TIMEOUT": 0.5,
     "IDP_PASSWORD_HASH_METHOD": "scrypt",
@@ -140,16 +146,17 @@ def validate(config: MutableMapping[str, Any], instance_path: str) -> None:
         )
     jwt_secret(secret)
     if private_key is not None:
-        if not isinstance(private_key, str) or "PRIVATE KEY" not in private_key:
-            raise ConfigurationError("RBAC_ABAC_JWT_PRIVATE_KEY must be a PEM private key")
-        try:
-            jwt.encode({"probe": 1}, private_key, algorithm="RS256")
-        except Exception as exc:  # a bad key or no `cryptography`: say so at start
-            raise ConfigurationError(
-                f"RBAC_ABAC_JWT_PRIVATE_KEY cannot sign RS256 tokens: {type(exc).__name__}"
-            ) from exc
+        _check_private_key(private_key)
     config["RBAC_ABAC_JWT_SECRET"] = secret
     config["RBAC_ABAC_JWT_PRIVATE_KEY"] = private_key
+    if config["IDP_SIGNING_ALGORITHM"] not in ALGORITHMS:
+        raise ConfigurationError(
+            f"IDP_SIGNING_ALGORITHM must be one of {', '.join(ALGORITHMS)}, "
+            f"got {config['IDP_SIGNING_ALGORITHM']!r}"
+        )
+    config["IDP_SIGNING_KEY_LEEWAY"] = non_negative_int(
+        config["IDP_SIGNING_KEY_LEEWAY"], "IDP_SIGNING_KEY_LEEWAY"
+    )
     _non_empty_str(config, "RBAC_ABAC_JWT_AUDIENCE")
     _non_empty_str(config, "RBAC_ABAC_JWT_ISSUER")
     config["IDP_TOKEN_LIFETIME"] = positive_int(config["IDP_TOKEN_LIFETIME"], "IDP_TOKEN_LIFETIME")
@@ -163,6 +170,19 @@ def validate(config: MutableMapping[str, Any], instance_path: str) -> None:
     _non_empty_str(config, "IDP_PASSWORD_HASH_METHOD")
     config["MAX_CONTENT_LENGTH"] = positive_int(config["MAX_CONTENT_LENGTH"], "MAX_CONTENT_LENGTH")
     _validate_rate_limits(config)
+
+
+def _check_private_key(private_key: object) -> None:
+    """An unencrypted PEM RSA (RS256) or P-256 (ES256) key, or an error saying which it is not."""
+    if not isinstance(private_key, str) or "PRIVATE KEY" not in private_key:
+        raise ConfigurationError("RBAC_ABAC_JWT_PRIVATE_KEY must be a PEM private key")
+    try:
+        algorithm_of(serialization.load_pem_private_key(private_key.encode(), password=None))
+    except (ValueError, TypeError) as exc:  # unparsable, encrypted, or another key type
+        raise ConfigurationError(
+            "RBAC_ABAC_JWT_PRIVATE_KEY must be an unencrypted RSA or EC P-256 key "
+            f"({type(exc).__name__})"
+        ) from exc
 
 
 def _validate_rate_limits(config: MutableMapping[str, Any]) -> None:

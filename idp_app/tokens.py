@@ -7,35 +7,27 @@ import time
 import jwt
 from flask import current_app
 
-from .errors import ApiError
+from . import signing_keys
 from .models import User
 
 
-def issue(user: User) -> tuple[str, int]:
+def issue(user: User, audience: str | None = None) -> tuple[str, int]:
     """A signed JWT for ``user`` and its lifetime in seconds.
 
-    Claims: ``sub`` (the user id as a string, as RFC 7519 and PyJWT require), ``aud``, ``iss``,
-    ``iat``, ``exp``. HS256 with ``RBAC_ABAC_JWT_SECRET`` or RS256 with
-    ``RBAC_ABAC_JWT_PRIVATE_KEY``.
+    Claims: ``sub`` (the user id as a string, as RFC 7519 and PyJWT require), ``aud`` (the
+    service the token is for; ``RBAC_ABAC_JWT_AUDIENCE`` when ``None``), ``iss``, ``iat``,
+    ``exp``. Signed by :func:`signing_keys.current_signer`, whose ``kid`` goes in the header.
     """
     config = current_app.config
-    if config["RBAC_ABAC_JWT_PRIVATE_KEY"]:
-        key, algorithm = config["RBAC_ABAC_JWT_PRIVATE_KEY"], "RS256"
-    elif config["RBAC_ABAC_JWT_SECRET"]:
-        key, algorithm = config["RBAC_ABAC_JWT_SECRET"], "HS256"
-    else:
-        raise ApiError(
-            503,
-            "token issuing is not configured: set RBAC_ABAC_JWT_SECRET or "
-            "RBAC_ABAC_JWT_PRIVATE_KEY",
-        )
+    signer = signing_keys.current_signer()
     lifetime = int(config["IDP_TOKEN_LIFETIME"])
     now = int(time.time())
     claims = {
         "sub": str(user.id),
-        "aud": config["RBAC_ABAC_JWT_AUDIENCE"],
+        "aud": audience or config["RBAC_ABAC_JWT_AUDIENCE"],
         "iss": config["RBAC_ABAC_JWT_ISSUER"],
         "iat": now,
         "exp": now + lifetime,
     }
-    return jwt.encode(claims, key, algorithm=algorithm), lifetime
+    headers = {"kid": signer.kid} if signer.kid else None
+    return jwt.encode(claims, signer.key, algorithm=signer.algorithm, headers=headers), lifetime

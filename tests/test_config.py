@@ -98,5 +98,5 @@ def test_both_jwt_keys_is_an_error() -> None:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     config = {"RBAC_ABAC_JWT_SECRET": JWT_SECRET, "RBAC_ABAC_JWT_PUBLIC_KEY": pem.decode()}
-    with pytest.raises(ConfigurationError, match="choose one algorithm"):
+    with pytest.raises(ConfigurationError, match="choose one way to verify tokens"):
         init(config)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import health, meta, refresh, services, token, users
+from . import health, meta, refresh, services, token, users, wellknown
 
 
 def register(app: Flask) -> None:
@@ -14,3 +14,4 @@ def register(app: Flask) -> None:
     app.register_blueprint(token.bp, url_prefix="/api/token")
     app.register_blueprint(meta.bp, url_prefix="/api")
     app.register_blueprint(health.bp, url_prefix="/healthz")
+    app.register_blueprint(wellknown.bp, url_prefix="/.well-known")

@@ -69,14 +69,20 @@ def algorithm_of(private_key: Any) -> str:
     raise ValueError("the key is neither RSA nor EC P-256")
 
 
+def thumbprint(jwk: dict[str, str]) -> str:
+    """RFC 7638: SHA-256 of the key's required members as sorted, compact JSON, base64url."""
+    members = {name: jwk[name] for name in _THUMBPRINT_MEMBERS[jwk["kty"]]}
+    canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode()
+    return jwt.utils.base64url_encode(hashlib.sha256(canonical).digest()).decode()
+
+
 def public_jwk(private_key: Any, algorithm: str) -> dict[str, str]:
-    """The public half as a JWK with ``kid`` (RFC 7638 thumbprint), ``alg`` and ``use``."""
+    """The public half as a JWK with ``kid`` (its thumbprint), ``alg`` and ``use``: only the
+    members RFC 7638 names, so no private member can slip in."""
     tool = RSAAlgorithm if algorithm == "RS256" else ECAlgorithm
     jwk: dict[str, str] = tool.to_jwk(private_key.public_key(), as_dict=True)
     members = {name: jwk[name] for name in _THUMBPRINT_MEMBERS[jwk["kty"]]}
-    canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode()
-    kid = jwt.utils.base64url_encode(hashlib.sha256(canonical).digest()).decode()
-    return {**members, "kid": kid, "alg": algorithm, "use": "sig"}
+    return {**members, "kid": thumbprint(members), "alg": algorithm, "use": "sig"}
 
 
 @functools.lru_cache(maxsize=16)

@@ -10,9 +10,11 @@ With a JWKS URL the service holds no secret: :class:`JWKSKeys` fetches the key s
 ``PyJWKClient``, each socket operation bounded by ``RBAC_ABAC_JWKS_TIMEOUT``), keeps it for
 ``RBAC_ABAC_JWKS_LIFESPAN`` seconds, and fetches it again when a token names a ``kid`` it does not
 hold (a rotated key), at most once per :data:`MIN_REFETCH_INTERVAL` so tokens with made-up kids
-cannot turn every request into a fetch. When the set cannot be fetched the token cannot be
-verified: that is :class:`IdentityUnavailable` (503 ``identity_unavailable``), never an allow and
-not the caller's fault (a 401 would tell a valid caller to log in again).
+cannot turn every request into a fetch. When the set is due again but cannot be fetched, the
+last set keeps verifying for up to ``RBAC_ABAC_MAX_STALE`` seconds more (an IdP restart does not
+stop every service). Otherwise a token that cannot be verified for want of keys is
+:class:`IdentityUnavailable` (503 ``identity_unavailable``): never an allow, and not the caller's
+fault (a 401 would tell a valid caller to log in again).
 
 The user claim must be a user id as the IdP issues them: a JSON string of ASCII digits without a
 leading zero, between 1 and 2**63-1 (the widest integer key the IdP's databases use). Anything
@@ -80,6 +82,7 @@ class JWKSKeys:
     :param timeout: seconds for each socket operation of a fetch.
     :param lifespan: seconds a fetched set is used before it is fetched again.
     :param min_refetch_interval: fewest seconds between two fetches forced by an unknown ``kid``.
+    :param max_stale: seconds the last set is still used when a due fetch fails.
     :param timer: monotonic clock, for tests.
     """
 
@@ -90,14 +93,18 @@ class JWKSKeys:
         timeout: float = 2.0,
         lifespan: float = 300.0,
         min_refetch_interval: float = MIN_REFETCH_INTERVAL,
+        max_stale: float = 0.0,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = jwt.PyJWKClient(
             url, cache_keys=False, cache_jwk_set=True, lifespan=lifespan, timeout=timeout
         )
         self._min_refetch_interval = min_refetch_interval
+        self._max_stale = max_stale
         self._timer = timer
         self._last_refetch: float | None = None
+        #: When the set was last obtained (fetched or from the cache), and its keys.
+        self._last_good: tuple[float, list[jwt.PyJWK]] | None = None
         # One fetch at a time: concurrent requests for a new kid wait for it, not stampede.
         self._lock = threading.Lock()
 
@@ -125,11 +132,17 @@ class JWKSKeys:
 
     def _signing_keys(self, *, refresh: bool) -> list[jwt.PyJWK]:
         try:
-            return self._client.get_signing_keys(refresh=refresh)
+            keys = self._client.get_signing_keys(refresh=refresh)
         # Unreachable, timed out, an HTTP error, not JSON, or no usable key: not the caller's.
         except (jwt.PyJWTError, OSError, ValueError) as exc:
             log.warning("cannot fetch the JWKS: %s", type(exc).__name__)
+            last = self._last_good
+            # A refetch for an unknown kid cannot fall back: the old set does not hold that kid.
+            if not refresh and last is not None and self._timer() - last[0] <= self._max_stale:
+                return last[1]
             raise IdentityUnavailable("the token's signing keys cannot be fetched") from exc
+        self._last_good = (self._timer(), keys)
+        return keys
 
 
 class _StaticKey:
@@ -231,7 +244,10 @@ def verifier_for(settings: Settings) -> JWTVerifier | None:
     keys: str | KeySource | None = settings.jwt_secret or settings.jwt_public_key
     if settings.jwks_url:
         keys = JWKSKeys(
-            settings.jwks_url, timeout=settings.jwks_timeout, lifespan=settings.jwks_lifespan
+            settings.jwks_url,
+            timeout=settings.jwks_timeout,
+            lifespan=settings.jwks_lifespan,
+            max_stale=settings.max_stale,
         )
     if keys is None:
         return None

@@ -300,3 +300,25 @@ def test_jwks_settings_defaults(key_prefix: str) -> None:
     assert settings.jwt_algorithms == ("RS256", "ES256")
     assert settings.jwt_user_claim == "sub"
     assert load(library_config(key_prefix)).jwt_algorithms == ("HS256",)
+
+
+def test_the_last_set_verifies_for_max_stale_when_a_due_fetch_fails(keyset: KeySet) -> None:
+    class Clock:
+        now = 1000.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    app = Flask("jwks")
+    app.get("/jwks.json")(keyset.document)
+    served = Served(app)
+    clock = Clock()
+    check = verifier(served.url, lifespan=1, max_stale=30, timer=clock)
+    assert check.user_id("Bearer " + keyset.token("k1", {"sub": "1"})) == 1
+    served.stop()  # the IdP goes away
+    time.sleep(1.2)  # the set is due again
+    clock.now += 10
+    assert check.user_id("Bearer " + keyset.token("k1", {"sub": "2"})) == 2
+    clock.now += 21  # 31 s since the set was last obtained: past max_stale
+    with pytest.raises(IdentityUnavailable):
+        check.user_id("Bearer " + keyset.token("k1", {"sub": "3"}))

@@ -2,7 +2,7 @@
 
 Run it with ``gunicorn 'example_service:create_app()'``. Configuration comes from the
 environment the library reads (``IDENTITY_PROVIDER_URL``, ``RBAC_ABAC_REDIS_URL``,
-``RBAC_ABAC_SERVICE_TOKEN``, ``RBAC_ABAC_JWT_SECRET``, ...); any other Flask or library key can
+``RBAC_ABAC_SERVICE_TOKEN``, ``RBAC_ABAC_JWKS_URL``, ...); any other Flask or library key can
 be set as ``BILLING_API_<KEY>`` (for example ``BILLING_API_RBAC_ABAC_LOCAL_CACHE_TTL=5``).
 Invoices live in memory, per process: the point of this service is the authorization.
 """

@@ -78,7 +78,8 @@ def serve(stack: Stack, story: Story) -> int:
     say(f"     curl -H 'Authorization: Bearer {alice}' {stack.service_url}/invoices")
     say(
         "     a new token (15 min): curl -H 'Content-Type: application/json' "
-        f"""-d '{{"username": "bob", "password": "bob-pass"}}' {stack.idp_url}/api/token"""
+        f"""-d '{{"username": "bob", "password": "bob-pass", "audience": "billing_api"}}' """
+        f"{stack.idp_url}/api/token"
     )
     while True:
         for proc in stack.processes():

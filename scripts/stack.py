@@ -209,7 +209,6 @@ class Stack:
     redis_url: str
     key_prefix: str = field(default_factory=lambda: "demo" + secrets.token_hex(4))
     admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
-    jwt_secret: str = field(default_factory=lambda: secrets.token_urlsafe(48))
     cache_ttl: int | None = None
     idp_port: int = field(default_factory=free_port)
     service_port: int = field(default_factory=free_port)
@@ -229,6 +228,10 @@ class Stack:
         return f"http://127.0.0.1:{self.service_port}"
 
     @property
+    def jwks_url(self) -> str:
+        return f"{self.idp_url}/.well-known/jwks.json"
+
+    @property
     def database_url(self) -> str:
         return "sqlite:///" + str(self.workdir / "idp.sqlite3")
 
@@ -236,7 +239,6 @@ class Stack:
         env = {
             "RBAC_ABAC_REDIS_URL": self.redis_url,
             "RBAC_ABAC_KEY_PREFIX": self.key_prefix,
-            "RBAC_ABAC_JWT_SECRET": self.jwt_secret,
         }
         if self.cache_ttl is not None:
             env["RBAC_ABAC_CACHE_TTL"] = str(self.cache_ttl)
@@ -250,6 +252,9 @@ class Stack:
     def service_env(self) -> dict[str, str]:
         env = self.common_env()
         env.update(IDENTITY_PROVIDER_URL=self.idp_url, RBAC_ABAC_SERVICE_TOKEN=self.service_token)
+        # No secret in the service: it verifies the IdP's tokens with the keys the IdP publishes
+        # (init-db generated the IdP's signing key), and only tokens issued for billing_api.
+        env.update(RBAC_ABAC_JWKS_URL=self.jwks_url, RBAC_ABAC_JWT_AUDIENCE=SERVICE_NAME)
         env.update({f"BILLING_API_{k}": v for k, v in self.service_config.items()})
         return env
 
@@ -330,10 +335,15 @@ class Stack:
     # -- HTTP helpers -----------------------------------------------------------------------
 
     def token(self, username: str, password: str | None = None) -> str:
-        """A bearer token from the IdP (``POST /api/token``); the demo password by default."""
+        """A bearer token for billing_api from the IdP (``POST /api/token``); the demo password
+        by default."""
         response = requests.post(
             f"{self.idp_url}/api/token",
-            json={"username": username, "password": password or f"{username}-pass"},
+            json={
+                "username": username,
+                "password": password or f"{username}-pass",
+                "audience": SERVICE_NAME,
+            },
             timeout=5,
         )
         response.raise_for_status()

@@ -150,13 +150,15 @@ class Story:
 
     def login(self) -> None:
         with self.step("login: POST /api/token gave JWTs for " + ", ".join(DEMO_USERS)) as d:
+            # Verified as billing_api does: with the IdP's published keys, no shared secret.
+            keys = jwt.PyJWKClient(self.stack.jwks_url, timeout=5)
             for name in DEMO_USERS:
                 token = self.stack.token(name)
                 claims = jwt.decode(
                     token,
-                    self.stack.jwt_secret,
-                    algorithms=["HS256"],
-                    audience="rbac-abac",
+                    keys.get_signing_key_from_jwt(token).key,
+                    algorithms=["RS256"],
+                    audience="billing_api",
                     issuer="rbac-abac-idp",
                 )
                 self.tokens[name] = token

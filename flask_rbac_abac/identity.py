@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 import jwt
 from cachetools import LRUCache
+from jwt.algorithms import get_default_algorithms
 
 from .config import ASYMMETRIC_ALGORITHMS, DEFAULT_ASYMMETRIC_ALGORITHMS, Settings
 from .errors import IdentityUnavailable, InvalidIdentity
@@ -47,6 +48,7 @@ MAX_SUBJECT_ID = 2**63 - 1
 #: Fewest seconds between two JWKS fetches caused by unknown ``kid`` values.
 MIN_REFETCH_INTERVAL = 5.0
 _SUBJECT_RE = re.compile(r"[1-9][0-9]{0,18}")
+_ALGORITHMS = get_default_algorithms()
 
 
 def subject_user_id(sub: object, claim: str = "sub") -> int:
@@ -119,8 +121,10 @@ class JWKSKeys:
                 key = jwt.PyJWKClient.match_kid(self._signing_keys(refresh=True), kid)
         if key is None:
             raise jwt.InvalidTokenError("the token's kid is not in the key set")
-        if key.algorithm_name != header.get("alg"):
-            raise jwt.InvalidTokenError("the token's alg is not its key's")
+        # PyJWT would raise TypeError (not a PyJWTError) for a key of another kind than the alg.
+        wanted = _ALGORITHMS.get(str(header.get("alg")))
+        if wanted is None or type(wanted) is not type(key.Algorithm):
+            raise jwt.InvalidTokenError("the token's alg does not fit its key")
         return key.key
 
     def _may_refetch(self) -> bool:

@@ -129,7 +129,9 @@ def test_an_unknown_kid_refetches_once_then_is_refused(jwks: Served, keyset: Key
     ("header", "claims"),
     [
         ({"kid": None}, {}),  # no kid at all
-        ({"alg": "RS256"}, {}),  # alg is not the key's (PyJWT refuses to sign this way)
+        ({"alg": "RS256"}, {}),  # an RSA alg naming an EC key (PyJWT would raise TypeError)
+        ({"alg": "ES384"}, {}),  # allowed nowhere here
+        ({"alg": "none"}, {}),
         ({}, {"aud": "reports_api"}),
         ({}, {"iss": "https://other.example.test/"}),
         ({}, {"exp": time.time() - 10}),

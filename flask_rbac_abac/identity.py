@@ -107,6 +107,9 @@ class JWKSKeys:
         self._last_refetch: float | None = None
         #: When the set was last obtained (fetched or from the cache), and its keys.
         self._last_good: tuple[float, list[jwt.PyJWK]] | None = None
+        #: When a fetch last failed: for ``min_refetch_interval`` no request tries again, so a
+        #: hung IdP costs one request its timeout, not every request queued on the lock.
+        self._failed_at: float | None = None
         # One fetch at a time: concurrent requests for a new kid wait for it, not stampede.
         self._lock = threading.Lock()
 
@@ -135,18 +138,27 @@ class JWKSKeys:
         return True
 
     def _signing_keys(self, *, refresh: bool) -> list[jwt.PyJWK]:
+        failed = self._failed_at
+        if failed is not None and self._timer() - failed < self._min_refetch_interval:
+            return self._fallback(refresh, None)
         try:
             keys = self._client.get_signing_keys(refresh=refresh)
         # Unreachable, timed out, an HTTP error, not JSON, or no usable key: not the caller's.
         except (jwt.PyJWTError, OSError, ValueError) as exc:
             log.warning("cannot fetch the JWKS: %s", type(exc).__name__)
-            last = self._last_good
-            # A refetch for an unknown kid cannot fall back: the old set does not hold that kid.
-            if not refresh and last is not None and self._timer() - last[0] <= self._max_stale:
-                return last[1]
-            raise IdentityUnavailable("the token's signing keys cannot be fetched") from exc
+            self._failed_at = self._timer()
+            return self._fallback(refresh, exc)
+        self._failed_at = None
         self._last_good = (self._timer(), keys)
         return keys
+
+    def _fallback(self, refresh: bool, exc: Exception | None) -> list[jwt.PyJWK]:
+        """The last set while within ``max_stale``; else :class:`IdentityUnavailable`."""
+        last = self._last_good
+        # A refetch for an unknown kid cannot fall back: the old set does not hold that kid.
+        if not refresh and last is not None and self._timer() - last[0] <= self._max_stale:
+            return last[1]
+        raise IdentityUnavailable("the token's signing keys cannot be fetched") from exc
 
 
 class _StaticKey:

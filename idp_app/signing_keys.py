@@ -149,6 +149,14 @@ def published() -> list[dict[str, str]]:
     ]
 
 
+def algorithms_supported() -> list[str]:
+    """The ``alg`` values tokens may carry now: HS256 in secret mode, else the published keys'."""
+    config = current_app.config
+    if config["RBAC_ABAC_JWT_SECRET"]:
+        return ["HS256"]
+    return sorted({key["alg"] for key in published()} or {config["IDP_SIGNING_ALGORITHM"]})
+
+
 def ensure_key() -> SigningKey | None:
     """Generate the first key when the database signs and has none; ``None`` otherwise."""
     config = current_app.config

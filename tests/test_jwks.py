@@ -324,3 +324,29 @@ def test_the_last_set_verifies_for_max_stale_when_a_due_fetch_fails(keyset: KeyS
     clock.now += 21  # 31 s since the set was last obtained: past max_stale
     with pytest.raises(IdentityUnavailable):
         check.user_id("Bearer " + keyset.token("k1", {"sub": "3"}))
+
+
+def test_after_a_failed_fetch_requests_answer_at_once_for_a_while(keyset: KeySet) -> None:
+    class Clock:
+        now = 1000.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        clock = Clock()
+        check = verifier(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout=0.5, timer=clock)
+        with pytest.raises(IdentityUnavailable):
+            check.user_id("Bearer " + keyset.token("k1"))  # pays the timeout
+        started = time.monotonic()
+        for sub in ("2", "3", "4"):
+            with pytest.raises(IdentityUnavailable):
+                check.user_id("Bearer " + keyset.token("k1", {"sub": sub}))
+        assert time.monotonic() - started < 0.3  # no fetch tried: answered at once
+        clock.now += 5.0
+        started = time.monotonic()
+        with pytest.raises(IdentityUnavailable):
+            check.user_id("Bearer " + keyset.token("k1", {"sub": "5"}))
+        assert time.monotonic() - started >= 0.4  # tried again, and timed out again

@@ -34,22 +34,16 @@ def jwks() -> Any:
 
 @bp.get("/openid-configuration")
 def openid_configuration() -> Any:
-    config = current_app.config
-    if config["RBAC_ABAC_JWT_SECRET"]:
-        algorithms = ["HS256"]
-    else:
-        published = {key["alg"] for key in signing_keys.published()}
-        algorithms = sorted(published or {config["IDP_SIGNING_ALGORITHM"]})
     return _cached(
         {
-            "issuer": config["RBAC_ABAC_JWT_ISSUER"],
+            "issuer": current_app.config["RBAC_ABAC_JWT_ISSUER"],
             "jwks_uri": url_for("wellknown.jwks", _external=True),
             "token_endpoint": url_for("token.issue_token", _external=True),
             "grant_types_supported": ["password"],
             "response_types_supported": ["token"],
             "subject_types_supported": ["public"],
             "token_endpoint_auth_methods_supported": ["none"],
-            "id_token_signing_alg_values_supported": algorithms,
+            "id_token_signing_alg_values_supported": signing_keys.algorithms_supported(),
             "claims_supported": ["sub", "aud", "iss", "iat", "exp"],
         }
     )

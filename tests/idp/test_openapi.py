@@ -12,7 +12,7 @@ DOC = Path(idp_app.__file__).with_name("openapi.json")
 
 
 def openapi_path(rule: str) -> str:
-    return re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"{\1}", rule)
+    return re.sub(r"<(?:[a-z_]+:)?([a-z_]+)>", r"{\1}", rule)
 
 
 def test_served_document_is_the_file_in_the_repo(client):

@@ -46,7 +46,8 @@ def test_refresh_with_admin_token(api):
     [
         ({"user_id": "123", "service_name": "billing_api"}, "user_id must be an integer"),
         ({"user_id": True, "service_name": "billing_api"}, "user_id must be an integer"),
-        ({"user_id": 1.0, "service_name": "billing_api"}, "user_id must be an integer"),
+        ({"user_id": 1.5, "service_name": "billing_api"}, "user_id must be an integer"),
+        ({"user_id": 2.0**53, "service_name": "billing_api"}, "user_id must be an integer"),
         ({"user_id": -1, "service_name": "billing_api"}, "user_id must be an integer"),
         ({"user_id": 0, "service_name": "billing_api"}, "user_id must be an integer"),
         ({"user_id": 2**63, "service_name": "billing_api"}, "user_id must be an integer"),

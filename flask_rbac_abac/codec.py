@@ -7,6 +7,7 @@ schema version; nothing here ever unpickles.
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 import re
@@ -266,29 +267,91 @@ class Invalidation:
             raise DecodeError(str(exc)) from exc
 
 
-# Set the key unless it holds a strictly newer version: a slow writer never replaces a newer
-# value with an older one. One key per call, so it runs on Redis Cluster too.
+class StoreResult(enum.Enum):
+    """What :func:`write_attributes` did to the key."""
+
+    #: A valid entry with a newer version was there and was kept (nothing written).
+    KEPT_NEWER = 0
+    #: The value was written over nothing, an older version or the same version.
+    WRITTEN = 1
+    #: The value was written over a corrupt entry: one that did not decode as a value of this
+    #: schema with an integer version, had no TTL, or was ahead of the writer's authority.
+    REPAIRED = 2
+
+    @property
+    def landed(self) -> bool:
+        """True when the value just written is now the one in Redis."""
+        return self is not StoreResult.KEPT_NEWER
+
+
+# Set the key unless it holds a valid entry with a strictly newer version, so a slow writer never
+# replaces a newer value with an older one. A value that is not an entry of this schema with a
+# non-negative integer version (below 2**53, where Lua numbers stop being exact), or that has no
+# TTL, is corrupt: nobody can trust its version, so it is overwritten and reported (return 2).
+# ARGV[4], when not empty, is the writer's authority: the newest version that exists (the
+# identity provider's database). A version ahead of it was never issued, so it is corrupt too.
+# One key per call, so it runs on Redis Cluster too.
 _STORE_IF_NEWER = """
 local cur = redis.call('GET', KEYS[1])
+local result = 1
 if cur then
   local ok, obj = pcall(cjson.decode, cur)
-  if ok and type(obj) == 'table' and tonumber(obj['version']) and
-     tonumber(obj['version']) > tonumber(ARGV[3]) then
-    return 0
+  local v = nil
+  if ok and type(obj) == 'table' and obj['schema'] == tonumber(ARGV[5]) and
+     type(obj['roles']) == 'table' and type(obj['permissions']) == 'table' and
+     type(obj['attributes']) == 'table' and type(obj['version']) == 'number' then
+    v = obj['version']
+  end
+  if v == nil or v ~= v or v < 0 or v > 9007199254740991 or v ~= math.floor(v) then
+    result = 2
+  elseif redis.call('PTTL', KEYS[1]) < 0 then
+    result = 2
+  elseif v > tonumber(ARGV[3]) then
+    if ARGV[4] ~= '' and v > tonumber(ARGV[4]) then
+      result = 2
+    else
+      return 0
+    end
   end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-return 1
+return result
 """
+
+
+def write_attributes(
+    client: Any, attrs: UserAttributes, ttl: int, prefix: str, *, authority: int | None = None
+) -> StoreResult:
+    """Write ``attrs`` with ``ttl`` seconds unless Redis holds a valid, newer version.
+
+    An equal version is overwritten (the value is rebuilt from the same data, only
+    ``fetched_at`` differs), so after :attr:`StoreResult.landed` the value in Redis is this one.
+
+    :param authority: the newest version that can exist for this entry, when the writer knows it
+        (the identity provider passes its database's current version while it holds the user's
+        row lock). A stored version above it is treated as corrupt and overwritten.
+    """
+    key = attributes_key(prefix, attrs.service_name, attrs.user_id)
+    raw = client.eval(
+        _STORE_IF_NEWER,
+        1,
+        key,
+        attrs.to_json(),
+        int(ttl),
+        attrs.version,
+        "" if authority is None else int(authority),
+        SCHEMA_VERSION,
+    )
+    return StoreResult(int(raw))
 
 
 def store_attributes(client: Any, attrs: UserAttributes, ttl: int, prefix: str) -> bool:
     """Write ``attrs`` with ``ttl`` seconds unless Redis holds a newer version.
 
-    Returns ``True`` when written, ``False`` when a newer value was kept.
+    Returns ``True`` when written (over a corrupt entry too), ``False`` when a newer value was
+    kept. See :func:`write_attributes`.
     """
-    key = attributes_key(prefix, attrs.service_name, attrs.user_id)
-    return bool(client.eval(_STORE_IF_NEWER, 1, key, attrs.to_json(), int(ttl), attrs.version))
+    return write_attributes(client, attrs, ttl, prefix).landed
 
 
 def publish_invalidation(client: Any, message: Invalidation, prefix: str) -> int:

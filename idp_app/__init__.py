@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Flask
 
-from . import cli, errors, settings, views
+from . import cli, errors, outbox, settings, views
 from .extensions import db
 
 __all__ = ["create_app", "db"]
@@ -54,5 +54,6 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     errors.register(app)
     views.register(app)
     cli.register(app)
+    outbox.init_app(app)
     _apps.add(app)
     return app

@@ -1,8 +1,13 @@
 """The identity provider's side of the Redis cache: writes, evictions, invalidations, coalescing.
 
 Every call here is best effort: Redis failing never fails a request, because the database is the
-source of truth. Failures are logged (without keys' contents) and reported to the caller as
-``False`` so responses can say ``"cached": false``.
+source of truth (and :mod:`idp_app.outbox` delivers what failed later). Failures are logged
+(without keys' contents) and reported to the caller as ``False`` so responses can say
+``"cached": false``.
+
+A corrupt entry found while writing (undecodable, without a TTL, or ahead of the database) is
+overwritten by the store, logged without its contents and counted per process
+(:func:`repaired_entries`, shown by ``/healthz``).
 """
 
 from __future__ import annotations
@@ -11,7 +16,6 @@ import logging
 import os
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -19,7 +23,7 @@ from flask import Flask, current_app, g, has_request_context
 from redis.exceptions import RedisClusterException
 
 from flask_rbac_abac import codec
-from flask_rbac_abac.codec import Invalidation, UserAttributes
+from flask_rbac_abac.codec import Invalidation, StoreResult, UserAttributes
 from flask_rbac_abac.connection import connect
 from flask_rbac_abac.errors import DecodeError
 
@@ -80,23 +84,48 @@ def _failed(what: str, exc: BaseException) -> bool:
     return False
 
 
-def write(attrs: UserAttributes) -> bool | None:
-    """Write ``attrs`` with the configured TTL unless Redis holds a newer version.
+def write(attrs: UserAttributes, *, authority: int | None = None) -> bool | None:
+    """Write ``attrs`` with the configured TTL unless Redis holds a newer, valid version.
 
-    ``True`` written, ``False`` a newer value was kept, ``None`` Redis failed.
+    ``True`` written (``attrs`` is now the value in Redis), ``False`` a newer value was kept,
+    ``None`` Redis failed.
+
+    :param authority: the database's current version for this entry, passed only by a caller
+        that holds the user's lock (so no newer version can be committed meanwhile); a stored
+        version ahead of it is corrupt and overwritten.
     """
     try:
-        return codec.store_attributes(
-            _redis(), attrs, current_app.config["RBAC_ABAC_CACHE_TTL"], _prefix()
+        result = codec.write_attributes(
+            _redis(),
+            attrs,
+            current_app.config["RBAC_ABAC_CACHE_TTL"],
+            _prefix(),
+            authority=authority,
         )
     except REDIS_ERRORS as exc:
         _failed("write", exc)
         return None
+    if result is StoreResult.REPAIRED:
+        _count_repair()
+        logger.warning(
+            "overwrote a corrupt cached value for %s/%s (undecodable, no TTL or ahead of the "
+            "database)",
+            attrs.service_name,
+            attrs.user_id,
+        )
+    return result.landed
 
 
-def store(attrs: UserAttributes) -> bool:
-    """:func:`write`, reporting only whether Redis answered."""
-    return write(attrs) is not None
+def _count_repair() -> None:
+    state = current_app.extensions["idp_app"]
+    with _lock:
+        state["repaired_entries"] = state.get("repaired_entries", 0) + 1
+
+
+def repaired_entries(app: Flask | None = None) -> int:
+    """How many corrupt cached values this process has overwritten since it started."""
+    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    return int(app.extensions["idp_app"].get("repaired_entries", 0))
 
 
 def read(service_name: str, user_id: int) -> UserAttributes | None:
@@ -179,26 +208,3 @@ def clear_coalesce(user_id: int, service_names: Iterable[str]) -> None:
             _redis().delete(coalesce_key(prefix, name, user_id))
         except REDIS_ERRORS as exc:
             _failed("coalesce", exc)
-
-
-@dataclass
-class Sync:
-    """What a committed change must do to Redis: write new values, delete, announce."""
-
-    stores: list[UserAttributes] = field(default_factory=list)
-    evictions: list[tuple[int, str]] = field(default_factory=list)
-    messages: list[Invalidation] = field(default_factory=list)
-
-    def apply(self) -> bool:
-        """Run after the database commit; ``True`` when Redis took every step."""
-        ok = True
-        for attrs in self.stores:
-            ok = store(attrs) and ok
-        for user_id, name in self.evictions:
-            ok = evict(user_id, [name]) and ok
-        touched = {(a.user_id, a.service_name) for a in self.stores} | set(self.evictions)
-        for user_id, name in sorted(touched, key=str):
-            clear_coalesce(int(user_id), [name])
-        for message in self.messages:
-            ok = publish(message) and ok
-        return ok

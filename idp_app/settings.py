@@ -18,6 +18,7 @@ from flask_rbac_abac.config import (
     DEFAULT_AUDIENCE,
     DEFAULT_ISSUER,
     DEFAULT_REDIS_URL,
+    as_bool,
     cache_ttl_from_env,
     jwt_secret,
     positive_float,
@@ -41,6 +42,9 @@ ENV_KEYS = (
     "IDP_TOKEN_LIFETIME",
     "IDP_REFRESH_COALESCE_SECONDS",
     "IDP_REDIS_TIMEOUT",
+    "IDP_OUTBOX_WORKER",
+    "IDP_OUTBOX_POLL_INTERVAL",
+    "IDP_OUTBOX_BACKOFF_MAX",
 )
 
 DEFAULTS: dict[str, Any] = {
@@ -55,6 +59,9 @@ DEFAULTS: dict[str, Any] = {
     "IDP_TOKEN_LIFETIME": 900,
     "IDP_REFRESH_COALESCE_SECONDS": 1.0,
     "IDP_REDIS_TIMEOUT": 0.5,
+    "IDP_OUTBOX_WORKER": None,  # None: on, except when TESTING
+    "IDP_OUTBOX_POLL_INTERVAL": 0.5,
+    "IDP_OUTBOX_BACKOFF_MAX": 2.0,
     "IDP_PASSWORD_HASH_METHOD": "scrypt",
     "MAX_CONTENT_LENGTH": 64 * 1024,
 }
@@ -150,5 +157,9 @@ def validate(config: MutableMapping[str, Any], instance_path: str) -> None:
         if coalesce in (0, "0", "0.0")
         else positive_float(coalesce, "IDP_REFRESH_COALESCE_SECONDS")
     )
+    if config["IDP_OUTBOX_WORKER"] is not None:
+        config["IDP_OUTBOX_WORKER"] = as_bool(config["IDP_OUTBOX_WORKER"], "IDP_OUTBOX_WORKER")
+    for key in ("IDP_OUTBOX_POLL_INTERVAL", "IDP_OUTBOX_BACKOFF_MAX"):
+        config[key] = positive_float(config[key], key)
     _non_empty_str(config, "IDP_PASSWORD_HASH_METHOD")
     config["MAX_CONTENT_LENGTH"] = positive_int(config["MAX_CONTENT_LENGTH"], "MAX_CONTENT_LENGTH")

@@ -158,7 +158,7 @@ def seed_demo(token_out: str | None) -> None:
 
 @click.command("sync-outbox")
 @with_appcontext
-@click.option("--loop", is_flag=True, help="keep delivering (as the IdP's thread does) until stopped")
+@click.option("--loop", is_flag=True, help="keep delivering (as the IdP's thread does)")
 def sync_outbox(loop: bool) -> None:
     """Deliver the changes Redis has not yet taken (for cron); exit 1 while some remain."""
     if loop:

@@ -2,9 +2,10 @@
 
 Every change bumps the affected ``(user, service)`` versions and adds outbox rows in the same
 transaction; it returns them as a :class:`Sync` that the caller delivers *after* committing
-(:func:`idp_app.outbox.deliver`), and that the outbox delivers anyway if that fails. Readers and writers of one user lock the user's row
-(``SELECT ... FOR UPDATE`` on PostgreSQL), and a refresh writes Redis while it holds that lock,
-so a refresh that read the database before a change can never land in Redis after it.
+(:func:`idp_app.outbox.deliver`), and that the outbox delivers anyway if that fails. Readers and
+writers of one user lock the user's row (``SELECT ... FOR UPDATE`` on PostgreSQL), and a refresh
+writes Redis while it holds that lock, so a refresh that read the database before a change can
+never land in Redis after it.
 """
 
 from __future__ import annotations

@@ -220,9 +220,7 @@ def ensure_worker(app: Flask | None = None) -> None:
         if running is not None and running[0] == pid:
             return
         stop = threading.Event()
-        thread = threading.Thread(
-            target=run, args=(app, stop), name="idp-outbox", daemon=True
-        )
+        thread = threading.Thread(target=run, args=(app, stop), name="idp-outbox", daemon=True)
         state["outbox_worker"] = (pid, thread, stop)
         thread.start()
 

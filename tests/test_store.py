@@ -110,11 +110,14 @@ def test_the_same_version_is_written_again(backend, key_prefix):
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(
-        st.sampled_from(["version", "schema", "roles", "junk", "attributes"]) | st.text(max_size=4),
-        inner,
-        max_size=5,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["version", "schema", "roles", "junk", "attributes"])
+            | st.text(max_size=4),
+            inner,
+            max_size=5,
+        )
     ),
     max_leaves=12,
 )

@@ -1,7 +1,7 @@
 """A revocation survives a Redis stall and an IdP crash: the outbox delivers it by itself.
 
-Real processes: a redis-server of the test's own, stalled with ``CLIENT PAUSE ... ALL`` (it keeps its
-data, so the old value with its 24 h TTL is still there when it comes back, and a command that
+Real processes: a redis-server of the test's own, stalled with ``CLIENT PAUSE ... ALL`` (it keeps
+its data, so the old value with its 24 h TTL is still there when it comes back, and a command that
 timed out while paused is dropped, never run late), the IdP and billing_api under gunicorn with 2
 workers each. billing_api keeps the default 60 s in-process cache, so a denial
 within seconds can only come from the IdP rewriting Redis and publishing the invalidation.

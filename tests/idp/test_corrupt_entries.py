@@ -120,8 +120,10 @@ def test_a_valid_entry_is_not_counted_as_corrupt(api, real_redis, key_prefix):
 
 junk = st.binary(max_size=48) | st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
-    lambda inner: st.lists(inner, max_size=3)
-    | st.dictionaries(st.sampled_from(["version", "roles", "schema", "x"]), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(["version", "roles", "schema", "x"]), inner, max_size=4)
+    ),
     max_leaves=10,
 ).map(json.dumps)
 

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from .codec import DEFAULT_KEY_PREFIX, validate_prefix, validate_service_name
+from .codec import (
+    DEFAULT_KEY_PREFIX,
+    parse_value_keys,
+    validate_prefix,
+    validate_service_name,
+)
 from .errors import ConfigurationError, InvalidKeyPart
 
 DEFAULT_CACHE_TTL = 86400
@@ -45,6 +50,7 @@ DEFAULTS: dict[str, Callable[[], Any]] = {
     "RBAC_ABAC_JWT_AUDIENCE": lambda: _env("RBAC_ABAC_JWT_AUDIENCE", DEFAULT_AUDIENCE),
     "RBAC_ABAC_JWT_ISSUER": lambda: _env("RBAC_ABAC_JWT_ISSUER", DEFAULT_ISSUER),
     "RBAC_ABAC_TOKEN_CACHE_SIZE": lambda: 10000,
+    "RBAC_ABAC_VALUE_KEYS": lambda: _env("RBAC_ABAC_VALUE_KEYS", None),
 }
 
 
@@ -128,6 +134,16 @@ class Settings:
     jwt_audience: str
     jwt_issuer: str
     token_cache_size: int
+    #: value-signing keys (key id -> secret); when set, unsigned values in Redis are misses
+    value_keys: dict[str, bytes] = field(default_factory=dict)
+
+
+def value_keys(config: MutableMapping[str, Any]) -> dict[str, bytes]:
+    """``RBAC_ABAC_VALUE_KEYS`` parsed, or a :class:`ConfigurationError` naming it."""
+    try:
+        return parse_value_keys(config.get("RBAC_ABAC_VALUE_KEYS"))
+    except InvalidKeyPart as exc:
+        raise ConfigurationError(str(exc)) from exc
 
 
 def load(config: MutableMapping[str, Any]) -> Settings:
@@ -198,4 +214,5 @@ def load(config: MutableMapping[str, Any]) -> Settings:
         token_cache_size=positive_int(
             config["RBAC_ABAC_TOKEN_CACHE_SIZE"], "RBAC_ABAC_TOKEN_CACHE_SIZE"
         ),
+        value_keys=value_keys(config),
     )

@@ -88,32 +88,49 @@ def write(attrs: UserAttributes, *, authority: int | None = None) -> bool | None
     """Write ``attrs`` with the configured TTL unless Redis holds a newer, valid version.
 
     ``True`` written (``attrs`` is now the value in Redis), ``False`` a newer value was kept,
-    ``None`` Redis failed.
+    ``None`` Redis failed. With value-signing keys, a "newer" value that does not carry this
+    IdP's signature was not written by it and is replaced too.
 
     :param authority: the database's current version for this entry, passed only by a caller
         that holds the user's lock (so no newer version can be committed meanwhile); a stored
         version ahead of it is corrupt and overwritten.
     """
+    keys = current_app.config["RBAC_ABAC_VALUE_KEYS"]
+    ttl = current_app.config["RBAC_ABAC_CACHE_TTL"]
     try:
+        client = _redis()
         result = codec.write_attributes(
-            _redis(),
-            attrs,
-            current_app.config["RBAC_ABAC_CACHE_TTL"],
-            _prefix(),
-            authority=authority,
+            client, attrs, ttl, _prefix(), authority=authority, keys=keys
         )
+        if result is StoreResult.KEPT_NEWER and keys:
+            raw = client.get(codec.attributes_key(_prefix(), attrs.service_name, attrs.user_id))
+            if (
+                raw is not None
+                and not _signed(raw)
+                and codec.replace_if_unchanged(client, attrs, ttl, _prefix(), raw, keys)
+            ):
+                result = StoreResult.REPAIRED
     except REDIS_ERRORS as exc:
         _failed("write", exc)
         return None
     if result is StoreResult.REPAIRED:
         _count_repair()
         logger.warning(
-            "overwrote a corrupt cached value for %s/%s (undecodable, no TTL or ahead of the "
-            "database)",
+            "overwrote a corrupt cached value for %s/%s (undecodable, unsigned, no TTL or ahead "
+            "of the database)",
             attrs.service_name,
             attrs.user_id,
         )
     return result.landed
+
+
+def _signed(raw: bytes) -> bool:
+    """Whether ``raw`` carries a valid signature by one of this IdP's value keys."""
+    try:
+        codec.decode_value(raw, current_app.config["RBAC_ABAC_VALUE_KEYS"])
+    except DecodeError:
+        return False
+    return True
 
 
 def _count_repair() -> None:
@@ -138,7 +155,7 @@ def read(service_name: str, user_id: int) -> UserAttributes | None:
     if raw is None:
         return None
     try:
-        return UserAttributes.from_json(raw)
+        return codec.decode_value(raw, current_app.config["RBAC_ABAC_VALUE_KEYS"])
     except DecodeError:
         logger.warning("undecodable cached value for %s/%s", service_name, user_id)
         return None

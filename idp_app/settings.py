@@ -23,6 +23,7 @@ from flask_rbac_abac.config import (
     jwt_secret,
     positive_float,
     positive_int,
+    value_keys,
 )
 from flask_rbac_abac.connection import check_scheme
 from flask_rbac_abac.errors import ConfigurationError, InvalidKeyPart
@@ -45,6 +46,7 @@ ENV_KEYS = (
     "IDP_OUTBOX_WORKER",
     "IDP_OUTBOX_POLL_INTERVAL",
     "IDP_OUTBOX_BACKOFF_MAX",
+    "RBAC_ABAC_VALUE_KEYS",
 )
 
 DEFAULTS: dict[str, Any] = {
@@ -62,6 +64,7 @@ DEFAULTS: dict[str, Any] = {
     "IDP_OUTBOX_WORKER": None,  # None: on, except when TESTING
     "IDP_OUTBOX_POLL_INTERVAL": 0.5,
     "IDP_OUTBOX_BACKOFF_MAX": 2.0,
+    "RBAC_ABAC_VALUE_KEYS": "",  # "kid:secret,...": sign values with the first
     "IDP_PASSWORD_HASH_METHOD": "scrypt",
     "MAX_CONTENT_LENGTH": 64 * 1024,
 }
@@ -111,6 +114,7 @@ def validate(config: MutableMapping[str, Any], instance_path: str) -> None:
     redis_url = _non_empty_str(config, "RBAC_ABAC_REDIS_URL")
     check_scheme(redis_url)
     config["RBAC_ABAC_CACHE_TTL"] = cache_ttl_from_env(config)
+    config["RBAC_ABAC_VALUE_KEYS"] = value_keys(config)
     try:
         validate_prefix(config["RBAC_ABAC_KEY_PREFIX"])
     except InvalidKeyPart as exc:

@@ -11,10 +11,12 @@ import logging
 import uuid
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flask_rbac_abac.codec import UserAttributes, attributes_key
+from flask_rbac_abac import ConfigurationError
+from flask_rbac_abac.codec import UserAttributes, attributes_key, decode_value
 
 from .conftest import ADMIN, Api
 
@@ -61,7 +63,7 @@ def test_forged_admin_ahead_without_ttl_is_overwritten_by_the_revocation(
     [record] = [r for r in caplog.records if r.name == "idp_app.cache"]
     assert record.getMessage() == (
         f"overwrote a corrupt cached value for billing_api/{uid} "
-        "(undecodable, no TTL or ahead of the database)"
+        "(undecodable, unsigned, no TTL or ahead of the database)"
     )
     assert "admin" not in record.getMessage()
 
@@ -144,3 +146,35 @@ def test_any_junk_is_overwritten_by_a_revocation(make_app, tmp_path, real_redis,
     now = value(real_redis, key)
     assert (now.roles, now.version) == (("viewer",), 2)
     assert repaired(api) == 1
+
+
+SIGNING = {"RBAC_ABAC_VALUE_KEYS": "idp1:" + "k" * 40}
+
+
+def test_with_value_keys_every_value_is_signed_and_an_unsigned_one_replaced(
+    make_app, database_url, real_redis, key_prefix
+):
+    app = make_app(database_url, **SIGNING)
+    keys = app.config["RBAC_ABAC_VALUE_KEYS"]
+    api = Api(app.test_client())
+    api.service()
+    uid = api.user("mallory")
+    api.roles(uid, ["viewer"])
+    key = attributes_key(key_prefix, "billing_api", uid)
+    assert decode_value(real_redis.get(key), keys).roles == ("viewer",)
+    # A valid-looking, newer, unsigned value with a TTL: only the signature tells it apart.
+    forged = json.dumps({**ADMIN_ENTRY, "user_id": uid, "version": 2})
+    real_redis.set(key, forged, ex=3600)
+    r = api.refresh(uid)
+    assert (r.status_code, r.json["cached"], r.json["attributes"]["roles"]) == (
+        200,
+        True,
+        ["viewer"],
+    )
+    assert decode_value(real_redis.get(key), keys).roles == ("viewer",)
+    assert repaired(api) == 1
+
+
+def test_idp_refuses_a_bad_value_key(make_app, sqlite_url):
+    with pytest.raises(ConfigurationError, match="RBAC_ABAC_VALUE_KEYS: invalid key id 'a b'"):
+        make_app(sqlite_url, RBAC_ABAC_VALUE_KEYS="a b:" + "k" * 40)

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from .codec import DEFAULT_KEY_PREFIX, validate_prefix, validate_service_name
+from .codec import (
+    DEFAULT_KEY_PREFIX,
+    parse_value_keys,
+    validate_prefix,
+    validate_service_name,
+)
 from .errors import ConfigurationError, InvalidKeyPart
 
 DEFAULT_CACHE_TTL = 86400
@@ -46,6 +51,7 @@ DEFAULTS: dict[str, Callable[[], Any]] = {
     "RBAC_ABAC_JWT_ISSUER": lambda: _env("RBAC_ABAC_JWT_ISSUER", DEFAULT_ISSUER),
     "RBAC_ABAC_TOKEN_CACHE_SIZE": lambda: 10000,
     "RBAC_ABAC_REQUIRE_AUTHORIZATION": lambda: _env("RBAC_ABAC_REQUIRE_AUTHORIZATION", False),
+    "RBAC_ABAC_VALUE_KEYS": lambda: _env("RBAC_ABAC_VALUE_KEYS", None),
 }
 
 
@@ -131,6 +137,16 @@ class Settings:
     token_cache_size: int
     #: Refuse (403 ``no_rule``) a view with neither a rule nor ``@public``.
     require_authorization: bool = False
+    #: value-signing keys (key id -> secret); when set, unsigned values in Redis are misses
+    value_keys: dict[str, bytes] = field(default_factory=dict)
+
+
+def value_keys(config: MutableMapping[str, Any]) -> dict[str, bytes]:
+    """``RBAC_ABAC_VALUE_KEYS`` parsed, or a :class:`ConfigurationError` naming it."""
+    try:
+        return parse_value_keys(config.get("RBAC_ABAC_VALUE_KEYS"))
+    except InvalidKeyPart as exc:
+        raise ConfigurationError(str(exc)) from exc
 
 
 def load(config: MutableMapping[str, Any]) -> Settings:
@@ -204,4 +220,5 @@ def load(config: MutableMapping[str, Any]) -> Settings:
         require_authorization=as_bool(
             config["RBAC_ABAC_REQUIRE_AUTHORIZATION"], "RBAC_ABAC_REQUIRE_AUTHORIZATION"
         ),
+        value_keys=value_keys(config),
     )

@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Flask
 
-from . import cli, converters, errors, ratelimit, settings, views
+from . import cli, converters, errors, outbox, ratelimit, settings, views
 from .extensions import db
 
 __all__ = ["create_app", "db"]
@@ -57,5 +57,6 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     views.register(app)
     ratelimit.init_app(app)
     cli.register(app)
+    outbox.init_app(app)
     _apps.add(app)
     return app

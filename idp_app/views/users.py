@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint
 
-from .. import auth, operations, validation
+from .. import auth, operations, outbox, validation
 from ..extensions import db
 
 bp = Blueprint("users", __name__)
@@ -45,7 +45,7 @@ def set_roles(user_id: int, service_name: str) -> Any:
     roles = validation.names(data["roles"], "roles")
     attrs, sync = operations.set_roles(user_id, service_name, roles)
     db.session.commit()
-    cached = sync.apply()
+    cached = outbox.deliver(sync)
     return {
         "success": True,
         "user_id": user_id,
@@ -66,7 +66,7 @@ def update_attributes(user_id: int) -> Any:
         raise validation.ApiError(400, "no attributes given")
     user, versions, sync = operations.update_attributes(user_id, changes)
     db.session.commit()
-    cached = sync.apply()
+    cached = outbox.deliver(sync)
     return {
         "success": True,
         "user_id": user.id,
@@ -82,5 +82,5 @@ def deactivate_user(user_id: int) -> Any:
     auth.require_admin()
     sync = operations.deactivate_user(user_id)
     db.session.commit()
-    cached = sync.apply()
+    cached = outbox.deliver(sync)
     return {"success": True, "user_id": user_id, "active": False, "cached": cached}

@@ -24,7 +24,7 @@ MANIFEST = {
     "accountant": ["invoice:read", "invoice:write"],
     "viewer": ["invoice:read"],
 }
-TABLES = "role_assignments, user_service_versions, service_tokens, services, users"
+TABLES = "sync_outbox, role_assignments, user_service_versions, service_tokens, services, users"
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -430,7 +430,8 @@ def test_healthz_ok(client):
     r = client.get("/healthz")
     assert r.status_code == 200
     assert r.json["database"] == {"ok": True}
-    assert r.json["redis"] == {"ok": True}
+    assert r.json["redis"] == {"ok": True, "repaired_entries": 0}
+    assert r.json["outbox"] == {"ok": True, "backlog": 0, "oldest_age_seconds": None}
 
 
 def test_unknown_route_is_json_404(client):

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .codec import Invalidation, invalidation_channel
+from .connection import pubsub as open_pubsub
 from .errors import DecodeError
 
 log = logging.getLogger(__name__)
@@ -92,17 +93,22 @@ class Subscriber:
 
     def _run(self) -> None:
         backoff = 0.05
-        client = self._redis_factory()
+        failures = 0  # in a row: on a cluster, each one moves the subscription to another node
+        client = None
         while not self._stop.is_set():
             pubsub = None
             try:
-                pubsub = client.pubsub()
+                if client is None:  # a cluster client needs a live node to be built at all
+                    client = self._redis_factory()
+                pubsub = open_pubsub(client, self.channel, failures)
                 pubsub.subscribe(self.channel)
                 self._listen(pubsub)
                 backoff = 0.05
             except Exception as exc:  # any failure: drop the connection, flush, retry
                 self.last_error = f"{type(exc).__name__}: {exc}"
+                failures = 1 if self.connected else failures + 1
                 if self.connected:
+                    backoff = 0.05
                     log.warning("invalidation subscriber lost Redis: %s", self.last_error)
             finally:
                 self.connected = False

@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -119,7 +120,8 @@ class Cluster:
         self.nodes = [
             RedisServer(workdir / f"node{i}", free_cluster_port(), "--cluster-enabled", "yes",
                         "--cluster-config-file", "nodes.conf",
-                        "--cluster-node-timeout", str(node_timeout))
+                        "--cluster-node-timeout", str(node_timeout),
+                        "--repl-diskless-sync-delay", "0")
             for i in range(3 * (1 + replicas))
         ]  # fmt: skip
 
@@ -227,7 +229,8 @@ class SentinelSet:
     def __init__(self, workdir: Path, down_after: int = 1000) -> None:
         self.workdir = workdir
         self.down_after = down_after
-        self.master = RedisServer(workdir / "master")
+        # No 5 s wait for more replicas before a full sync.
+        self.master = RedisServer(workdir / "master", None, "--repl-diskless-sync-delay", "0")
         self.replica: RedisServer | None = None
         self.sentinels = [free_port() for _ in range(3)]
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -258,14 +261,23 @@ class SentinelSet:
         if not wait_for(lambda: replica.info("replication")["master_link_status"] == "up", 10):
             self.stop()
             raise RuntimeError("replica did not sync")
+        # Each Sentinel is told its peers and the replica up front (discovering them through
+        # hello messages takes seconds).
+        ids = [uuid.uuid4().hex + uuid.uuid4().hex[:8] for _ in self.sentinels]
         for i, port in enumerate(self.sentinels):
             conf = self.workdir / f"sentinel{i}.conf"
+            peers = "".join(
+                f"sentinel known-sentinel mymaster 127.0.0.1 {other} {ids[j]}\n"
+                for j, other in enumerate(self.sentinels)
+                if j != i
+            )
             conf.write_text(
-                f"port {port}\nbind 127.0.0.1\ndir {self.workdir}\n"
+                f"port {port}\nbind 127.0.0.1\ndir {self.workdir}\nsentinel myid {ids[i]}\n"
                 f"sentinel monitor mymaster 127.0.0.1 {self.master.port} 2\n"
                 f"sentinel down-after-milliseconds mymaster {self.down_after}\n"
                 "sentinel failover-timeout mymaster 3000\n"
                 "sentinel parallel-syncs mymaster 1\n"
+                f"sentinel known-replica mymaster 127.0.0.1 {self.replica.port}\n" + peers
             )
             argv = ["redis-server", str(conf), "--sentinel"]
             self.procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL))

@@ -43,6 +43,8 @@ REDIS_ERRORS = (redis.RedisError, OSError)
 MARGIN = 2.0
 #: The longest a failover may take here before the test gives up.
 WINDOW = 20.0
+#: Seconds between two probes (a probe is a granted user only Redis knows, on the dead shard).
+PROBE = 0.02
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +180,7 @@ class Run:
         start = time.monotonic()
         watcher = threading.Thread(target=self._watch, args=(promoted,), daemon=True)
         i = 0
+        probed = 0.0
         while time.monotonic() - start < WINDOW + 5:
             if i == 20:
                 kill()
@@ -187,7 +190,8 @@ class Run:
             self.get(denied[i % len(denied)], granted=False)
             uid = next(cold)
             self.get(uid, granted=bool(self.directory.roles[uid]))
-            if self.killed_at and self.from_master_at is None:
+            if self.killed_at and self.from_master_at is None and time.monotonic() > probed + PROBE:
+                probed = time.monotonic()
                 probe = next(probes)
                 if self.get(probe, granted=True) == 200 and probe not in self.directory.asked:
                     self.from_master_at = time.monotonic()
@@ -223,7 +227,7 @@ def scenario(
     writer = connect(url, timeout=0.5)
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         directory = Directory(mock, writer, key_prefix)
-        for uid in range(1, 5000):
+        for uid in range(1, 9000):
             directory.roles[uid] = ["viewer"] if uid % 2 else []
         warm = list(range(1, 40, 2))
         denied = list(range(2, 40, 2))
@@ -232,7 +236,7 @@ def scenario(
         cold = iter(range(101, 2000))
         key = lambda uid: attributes_key(key_prefix, SERVICE, uid)  # noqa: E731
         # Probes: granted users that Redis alone knows, on the shard that dies.
-        probes = [u for u in range(2001, 5000, 2) if on_killed_shard(key(u))][:300]
+        probes = [u for u in range(2001, 9000, 2) if on_killed_shard(key(u))][:1200]
         for uid in probes:
             assert directory.store(uid)
         app, rbac = service(url, key_prefix)

@@ -110,7 +110,10 @@ def close(client: Any) -> None:
 def check_scheme(url: str) -> str:
     """The URL's scheme (lower case) if this module can connect to it; else an error naming
     ``RBAC_ABAC_REDIS_URL``. Lets an app refuse a bad URL at start, before any connection."""
-    scheme = urlsplit(url).scheme.lower()
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket; the URL may hold a password
+        raise ConfigurationError(f"RBAC_ABAC_REDIS_URL: not a valid URL ({exc})") from exc
     if scheme not in _PLAIN + _SENTINEL + _CLUSTER:
         raise ConfigurationError(
             f"RBAC_ABAC_REDIS_URL: unsupported scheme {scheme!r}; use one of "

@@ -172,6 +172,28 @@ class Cluster:
     def node(self, port: int) -> RedisServer:
         return next(n for n in self.nodes if n.port == port)
 
+    def replica_of(self, master: int) -> int:
+        """The port of a live replica of the master on ``master``."""
+        for node in self.nodes:
+            if node.proc is not None and node.port != master:
+                info = redis.Redis(port=node.port, decode_responses=True).info("replication")
+                if info.get("master_port") == master:
+                    return node.port
+        raise LookupError(f"no replica of {master}")
+
+    def promoted(self, port: int) -> bool:
+        """True once a live node sees ``port`` as a master and the cluster state is ok."""
+        for node in self.nodes:
+            if node.proc is None or node.port == port:
+                continue
+            try:
+                client = redis.Redis(port=node.port, decode_responses=True, socket_timeout=0.5)
+                state = client.cluster("info")["cluster_state"]
+                return state == "ok" and port in self.roles(client)["master"]
+            except redis.RedisError:
+                continue
+        return False
+
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
@@ -239,6 +261,10 @@ class SentinelSet:
     def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinels)
         return f"redis+sentinel://{hosts}/mymaster/0"
+
+    def promoted(self) -> bool:
+        """True once the Sentinels name the replica as the master."""
+        return self.replica is not None and self.master_port() == self.replica.port
 
     def master_port(self) -> int | None:
         """The master's port as the Sentinels report it (the first one that answers)."""

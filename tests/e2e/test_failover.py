@@ -34,7 +34,7 @@ from flask_rbac_abac.codec import Invalidation, attributes_key, publish_invalida
 from flask_rbac_abac.codec import store_attributes
 from flask_rbac_abac.connection import close, connect
 from tests.conftest import IDP, SERVICE, bearer, library_config
-from tests.servers import Cluster, SentinelSet, require_redis_server, wait_for
+from tests.servers import Cluster, SentinelSet, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -45,22 +45,6 @@ MARGIN = 2.0
 WINDOW = 20.0
 #: Seconds between two probes (a probe is a granted user only Redis knows, on the dead shard).
 PROBE = 0.02
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    require_redis_server()
-    servers = Cluster(tmp_path_factory.mktemp("ha-cluster"), replicas=1, node_timeout=1000)
-    yield servers.start()
-    servers.stop()
-
-
-@pytest.fixture(scope="module")
-def sentinels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSet]:
-    require_redis_server()
-    servers = SentinelSet(tmp_path_factory.mktemp("ha-sentinel"), down_after=1000)
-    yield servers.start()
-    servers.stop()
 
 
 class Directory:
@@ -271,60 +255,36 @@ def scenario(
             close(writer)
 
 
-def test_cluster_master_killed(cluster: Cluster, key_prefix: str) -> None:
-    client = connect(cluster.url, timeout=0.5)
-    channel = f"{key_prefix}:invalidate"
+def test_cluster_master_killed(ha_cluster: Cluster, key_prefix: str) -> None:
+    client = connect(ha_cluster.url, timeout=0.5)
     # Kill the master the subscriber listens on: the channel's slot owner.
-    victim = client.get_node_from_key(channel).port
-    roles = Cluster.roles(redis.Redis(port=victim, decode_responses=True))
-    victim_id = redis.Redis(port=victim, decode_responses=True).cluster("myid")
-    replica = next(
-        port
-        for port in roles["replica"]
-        if redis.Redis(port=port, decode_responses=True)
-        .info("replication")
-        .get("master_port")
-        == victim
-    )
-    survivor = next(p for p in roles["master"] if p != victim)
-
-    def promoted() -> bool:
-        try:
-            now = Cluster.roles(redis.Redis(port=survivor, decode_responses=True))
-            info = redis.Redis(port=survivor, decode_responses=True).cluster("info")
-        except redis.RedisError:
-            return False
-        return replica in now["master"] and info["cluster_state"] == "ok"
-
-    def on_killed_shard(key: str) -> bool:
-        return bool(client.get_node_from_key(key).port == victim)
-
+    victim = client.get_node_from_key(f"{key_prefix}:invalidate").port
+    replica = ha_cluster.replica_of(victim)
     try:
         scenario(
-            cluster.url,
+            ha_cluster.url,
             key_prefix,
-            on_killed_shard,
+            lambda key: bool(client.get_node_from_key(key).port == victim),
             lambda: assert_true(wait_for(replicated(victim, replica), 5)),
-            lambda: cluster.node(victim).kill(),
-            promoted,
-            f"cluster (killed {victim_id[:8]})",
+            ha_cluster.node(victim).kill,
+            lambda: ha_cluster.promoted(replica),
+            "cluster",
         )
     finally:
         close(client)
 
 
-def test_sentinel_master_killed(sentinels: SentinelSet, key_prefix: str) -> None:
-    master = sentinels.master
-    assert sentinels.replica is not None
-    replica = sentinels.replica.port
-    assert sentinels.master_port() == master.port
+def test_sentinel_master_killed(sentinel_set: SentinelSet, key_prefix: str) -> None:
+    master = sentinel_set.master
+    assert sentinel_set.replica is not None and sentinel_set.master_port() == master.port
+    replica = sentinel_set.replica.port
     scenario(
-        sentinels.url,
+        sentinel_set.url,
         key_prefix,
         lambda key: True,
         lambda: assert_true(wait_for(replicated(master.port, replica), 5)),
         master.kill,
-        lambda: sentinels.master_port() == replica,
+        sentinel_set.promoted,
         "sentinel",
     )
 

@@ -74,8 +74,9 @@ def _cluster(url: str, kwargs: dict[str, Any]) -> RedisCluster:
     host, port = seeds[0]
     first = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     netloc = f"{credentials}@{first}" if credentials else first
-    nodes = [ClusterNode(h, p) for h, p in seeds]
-    return RedisCluster.from_url(parts._replace(netloc=netloc).geturl(), startup_nodes=nodes, **kwargs)
+    nodes = [ClusterNode(h, p) for h, p in seeds]  # type: ignore[no-untyped-call]
+    first_url = parts._replace(netloc=netloc).geturl()
+    return RedisCluster.from_url(first_url, startup_nodes=nodes, **kwargs)
 
 
 def pubsub(client: Any, channel: str, failures: int = 0) -> Any:
@@ -95,9 +96,10 @@ def pubsub(client: Any, channel: str, failures: int = 0) -> Any:
             client.nodes_manager.initialize()
         except (redis.RedisError, RedisClusterException, OSError):
             pass
-    first = client.get_node_from_key(channel)
-    nodes = [first] + [n for n in client.get_nodes() if n.name != first.name]
-    return client.pubsub(node=nodes[failures % len(nodes)])
+    first = client.get_node_from_key(channel)  # type: ignore[no-untyped-call]
+    known = client.get_nodes()  # type: ignore[no-untyped-call]
+    nodes = [first] + [n for n in known if n.name != first.name]
+    return client.pubsub(node=nodes[failures % len(nodes)])  # type: ignore[no-untyped-call]
 
 
 def close(client: Any) -> None:

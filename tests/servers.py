@@ -1,4 +1,4 @@
-"""Extra redis-server processes for tests: one to kill, Sentinels, clusters with or without replicas.
+"""Extra redis-server processes for tests: one to kill, Sentinels, clusters (with replicas or not).
 
 Every server listens on 127.0.0.1 on a free port, keeps nothing on disk, and is stopped by the
 fixture that started it.

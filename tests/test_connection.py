@@ -85,8 +85,6 @@ def test_cluster_url_gives_a_cluster_client(redis_cluster) -> None:
 class _Captured:
     """Stands in for ``RedisCluster`` to see what :func:`connect` hands redis-py."""
 
-    calls: list[tuple[str, dict[str, object]]] = []
-
     @classmethod
     def from_url(cls, url: str, **kwargs: object) -> tuple[str, dict[str, object]]:
         return url, kwargs

@@ -30,8 +30,12 @@ import responses
 from flask import Flask, jsonify
 
 from flask_rbac_abac import RBACABAC, UserAttributes, requires_permission
-from flask_rbac_abac.codec import Invalidation, attributes_key, publish_invalidation
-from flask_rbac_abac.codec import store_attributes
+from flask_rbac_abac.codec import (
+    Invalidation,
+    attributes_key,
+    publish_invalidation,
+    store_attributes,
+)
 from flask_rbac_abac.connection import close, connect
 from tests.conftest import IDP, SERVICE, bearer, library_config
 from tests.servers import Cluster, SentinelSet, wait_for
@@ -147,7 +151,7 @@ class Run:
     def get(self, user_id: int, granted: bool) -> int:
         status = self.http.get("/invoices", headers=bearer(user_id)).status_code
         self.statuses[status] += 1
-        if status == 200 and not granted or status not in (200, 403, 503):
+        if (status == 200 and not granted) or status not in (200, 403, 503):
             self.wrong.append((user_id, status))
         return status
 
@@ -237,7 +241,7 @@ def scenario(
             assert wait_for(lambda: subscriber.messages >= len(revoked), 5)
             settle()
             directory.asked.clear()
-            run.loop(warm + [late], denied + revoked, cold, iter(probes), kill, promoted)
+            run.loop([*warm, late], denied + revoked, cold, iter(probes), kill, promoted)
             print(run.report(name))
             assert run.wrong == []
             assert run.from_master_at - run.promoted_at <= MARGIN  # type: ignore[operator]

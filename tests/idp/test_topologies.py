@@ -128,7 +128,7 @@ def test_idp_writes_publishes_and_survives_a_failover(
                 promoted_at = time.monotonic()
             try:
                 value = cached()
-            except Exception:  # noqa: BLE001 - Redis is failing over
+            except Exception:  # Redis is failing over
                 value = None
             heard = [m.version for m in received]
             if value is not None and value.version == version and version in heard:

@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 
 #: Seconds of silence after which the subscriber pings Redis, to notice a dead connection.
 PING_EVERY = 5.0
+#: Longest wait between two attempts to subscribe again. Short, because until it is back the
+#: process hears no revocation; a failed attempt on a dead node is one refused connection (or
+#: one connect timeout), cheap at this rate.
+MAX_BACKOFF = 0.5
 
 
 class Subscriber:
@@ -118,7 +122,7 @@ class Subscriber:
                     except Exception:  # noqa: S110 - closing a dead connection
                         pass
             self._stop.wait(backoff)
-            backoff = min(backoff * 2, 2.0)
+            backoff = min(backoff * 2, MAX_BACKOFF)
 
     def _listen(self, pubsub: Any) -> None:
         last_activity = time.monotonic()

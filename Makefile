@@ -45,7 +45,7 @@ dist-check: $(VENV)/.installed
 
 # The HTML documentation in docs/_build/html; any Sphinx warning fails the build.
 docs: $(VENV)/.installed
-	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+	$(VENV)/bin/sphinx-build -E -W --keep-going -q -b html docs docs/_build/html
 
 test: $(VENV)/.installed services lint dist-check docs
 	CI=$${CI:-} $(PY) -m pytest --cov --cov-report=term:skip-covered $(PYTEST_ARGS)

@@ -15,12 +15,22 @@ from typing import Any
 
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import IntegerConverter
 
 from flask_rbac_abac import RBACABAC
 
 from .invoices import InvoiceStore
 
 SERVICE_NAME = "billing_api"
+
+
+class AsciiIntegerConverter(IntegerConverter):
+    """``int`` for ASCII digits only: Werkzeug's matches any Unicode digit, so ``/invoices/٣``
+    (Arabic-Indic three) would have reached invoice 3. Registered as ``int`` for every route.
+    """
+
+    regex = r"[0-9]+"
+
 
 #: The library, created once and bound to each app in :func:`create_app`.
 rbac = RBACABAC()
@@ -45,6 +55,7 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, redis: Any = Non
         app.config.from_mapping(test_config)
 
     rbac.init_app(app, redis=redis)
+    app.url_map.converters["int"] = AsciiIntegerConverter  # before the blueprints' rules
     app.extensions["billing_api"] = InvoiceStore.seeded()
 
     from . import health, identity, invoices, reports

@@ -27,7 +27,9 @@ from .codec import (
     DEFAULT_KEY_PREFIX,
     Invalidation,
     UserAttributes,
+    ValueKeys,
     attributes_key,
+    decode_value,
     lease_key,
     publish_invalidation,
     store_attributes,
@@ -84,6 +86,8 @@ class RedisAttributeClient:
     :param service_token: this service's token at the IdP.
     :param redis: an existing redis-py (or fakeredis) client to use instead of ``redis_url``.
     :param invalidation: run the invalidation subscriber (started lazily by :meth:`listen`).
+    :param value_keys: value-signing keys shared with the IdP (key id -> secret): a value in
+        Redis without a valid signature by one of them is a miss, and writes are signed.
     """
 
     def __init__(
@@ -102,6 +106,7 @@ class RedisAttributeClient:
         redis_timeout: float = DEFAULT_TIMEOUT,
         idp_timeout: tuple[float, float] = (0.5, 3.0),
         invalidation: bool = True,
+        value_keys: ValueKeys | None = None,
         redis: Any = None,
         session: requests.Session | None = None,
         timer: Callable[[], float] = time.monotonic,
@@ -110,6 +115,7 @@ class RedisAttributeClient:
         self.key_prefix = validate_prefix(key_prefix)
         self.ttl = int(ttl)
         self.auto_refresh = auto_refresh
+        self.value_keys = dict(value_keys or {})
         self.redis_url = redis_url
         self.redis = redis if redis is not None else connect(redis_url, timeout=redis_timeout)
         self._redis_timeout = redis_timeout
@@ -204,7 +210,7 @@ class RedisAttributeClient:
         if raw is None:
             return None, True
         try:
-            attrs = UserAttributes.from_json(raw)
+            attrs = decode_value(raw, self.value_keys)
         except DecodeError as exc:
             self.metrics.incr("decode_errors")
             log.warning("undecodable value at %s treated as a miss: %s", redis_key, exc)
@@ -373,7 +379,9 @@ class RedisAttributeClient:
         """
         key = self._key(attrs.user_id, attrs.service_name)
         ticket = self.local.ticket(key)
-        written = store_attributes(self.redis, attrs, ttl or self.ttl, self.key_prefix)
+        written = store_attributes(
+            self.redis, attrs, ttl or self.ttl, self.key_prefix, self.value_keys
+        )
         if written:
             self.local.put(key, attrs, ticket)
         return written

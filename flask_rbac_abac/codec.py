@@ -7,6 +7,9 @@ schema version; nothing here ever unpickles.
 
 from __future__ import annotations
 
+import enum
+import hashlib
+import hmac
 import json
 import math
 import re
@@ -23,6 +26,11 @@ SCHEMA_VERSION = 1
 #: Values larger than this are refused on decode (a guard against a poisoned key).
 MAX_VALUE_BYTES = 256 * 1024
 DEFAULT_KEY_PREFIX = "rbac_abac"
+
+#: The field of a signed value holding ``{"kid": key id, "mac": HMAC-SHA256 hex}``.
+SIGNATURE_FIELD = "sig"
+#: The shortest value-signing secret accepted (as for HS256 tokens).
+MIN_VALUE_KEY_BYTES = 32
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _USER_RE = re.compile(r"[A-Za-z0-9_.@-]{1,128}")
@@ -221,6 +229,74 @@ class UserAttributes:
         return cls.from_dict(data)
 
 
+#: Value-signing keys: key id -> secret. The first one signs; every one verifies (rotation).
+ValueKeys = Mapping[str, bytes]
+
+
+def parse_value_keys(value: object, what: str = "RBAC_ABAC_VALUE_KEYS") -> dict[str, bytes]:
+    """``"kid:secret,kid2:secret2"`` or a mapping as :data:`ValueKeys`; ``{}`` when unset.
+
+    Key ids use the service-name alphabet; secrets have at least
+    :data:`MIN_VALUE_KEY_BYTES` bytes. Errors are :class:`InvalidKeyPart` naming ``what``.
+    """
+    if value in (None, ""):
+        return {}
+    if isinstance(value, str):
+        pairs = [item.partition(":")[::2] for item in value.split(",") if item.strip()]
+    elif isinstance(value, Mapping):
+        pairs = list(value.items())
+    else:
+        raise InvalidKeyPart(f"{what} must be 'kid:secret,...' or a mapping, not {value!r}")
+    keys: dict[str, bytes] = {}
+    for kid, secret in pairs:
+        if not isinstance(kid, str) or not _NAME_RE.fullmatch(kid.strip()):
+            raise InvalidKeyPart(f"{what}: invalid key id {kid!r}")
+        raw = secret.encode() if isinstance(secret, str) else secret
+        if not isinstance(raw, bytes) or len(raw) < MIN_VALUE_KEY_BYTES:
+            raise InvalidKeyPart(
+                f"{what}: the secret of key {kid.strip()!r} must have at least "
+                f"{MIN_VALUE_KEY_BYTES} bytes"
+            )
+        keys[kid.strip()] = raw
+    return keys
+
+
+def _mac(secret: bytes, attrs: UserAttributes) -> str:
+    return hmac.new(secret, attrs.to_json().encode(), hashlib.sha256).hexdigest()
+
+
+def encode_value(attrs: UserAttributes, keys: ValueKeys | None = None) -> str:
+    """The JSON stored in Redis: :meth:`UserAttributes.to_json`, signed with the first of
+    ``keys`` when there are keys, so readers holding them can refuse a planted value."""
+    if not keys:
+        return attrs.to_json()
+    kid, secret = next(iter(keys.items()))
+    data = attrs.to_dict()
+    data[SIGNATURE_FIELD] = {"kid": kid, "mac": _mac(secret, attrs)}
+    return json.dumps(data, separators=(",", ":"), sort_keys=True)
+
+
+def decode_value(raw: str | bytes, keys: ValueKeys | None = None) -> UserAttributes:
+    """Decode a stored value; with ``keys``, one without a valid signature by one of them
+    raises :class:`DecodeError` (so a reader treats it as a miss), whatever it says.
+
+    The MAC covers the canonical encoding of the decoded value, so no field can be changed.
+    """
+    attrs = UserAttributes.from_json(raw)
+    if not keys:
+        return attrs
+    sig = json.loads(raw).get(SIGNATURE_FIELD)
+    if not isinstance(sig, dict) or not isinstance(sig.get("mac"), str):
+        raise DecodeError("value is not signed")
+    kid = sig.get("kid")
+    secret = keys.get(kid) if isinstance(kid, str) else None
+    if secret is None:
+        raise DecodeError("value is signed with an unknown key id")
+    if not hmac.compare_digest(sig["mac"], _mac(secret, attrs)):
+        raise DecodeError("value has a bad signature")
+    return attrs
+
+
 @dataclass(frozen=True)
 class Invalidation:
     """A change announced on the invalidation channel.
@@ -266,29 +342,130 @@ class Invalidation:
             raise DecodeError(str(exc)) from exc
 
 
-# Set the key unless it holds a strictly newer version: a slow writer never replaces a newer
-# value with an older one. One key per call, so it runs on Redis Cluster too.
+class StoreResult(enum.Enum):
+    """What :func:`write_attributes` did to the key."""
+
+    #: A valid entry with a newer version was there and was kept (nothing written).
+    KEPT_NEWER = 0
+    #: The value was written over nothing, an older version or the same version.
+    WRITTEN = 1
+    #: The value was written over a corrupt entry: one that did not decode as a value of this
+    #: schema with an integer version, had no TTL, or was ahead of the writer's authority.
+    REPAIRED = 2
+
+    @property
+    def landed(self) -> bool:
+        """True when the value just written is now the one in Redis."""
+        return self is not StoreResult.KEPT_NEWER
+
+
+# Set the key unless it holds a valid entry with a strictly newer version, so a slow writer never
+# replaces a newer value with an older one. A value that is not an entry of this schema with a
+# non-negative integer version (below 2**53, where Lua numbers stop being exact), or that has no
+# TTL, is corrupt: nobody can trust its version, so it is overwritten and reported (return 2).
+# ARGV[4], when not empty, is the writer's authority: the newest version that exists (the
+# identity provider's database). A version ahead of it was never issued, so it is corrupt too.
+# One key per call, so it runs on Redis Cluster too.
 _STORE_IF_NEWER = """
 local cur = redis.call('GET', KEYS[1])
+local result = 1
 if cur then
   local ok, obj = pcall(cjson.decode, cur)
-  if ok and type(obj) == 'table' and tonumber(obj['version']) and
-     tonumber(obj['version']) > tonumber(ARGV[3]) then
-    return 0
+  local v = nil
+  if ok and type(obj) == 'table' and obj['schema'] == tonumber(ARGV[5]) and
+     type(obj['roles']) == 'table' and type(obj['permissions']) == 'table' and
+     type(obj['attributes']) == 'table' and type(obj['version']) == 'number' then
+    v = obj['version']
+  end
+  if v == nil or v ~= v or v < 0 or v > 9007199254740991 or v ~= math.floor(v) then
+    result = 2
+  elseif redis.call('PTTL', KEYS[1]) < 0 then
+    result = 2
+  elseif v > tonumber(ARGV[3]) then
+    if ARGV[4] ~= '' and v > tonumber(ARGV[4]) then
+      result = 2
+    else
+      return 0
+    end
   end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-return 1
+return result
 """
 
 
-def store_attributes(client: Any, attrs: UserAttributes, ttl: int, prefix: str) -> bool:
-    """Write ``attrs`` with ``ttl`` seconds unless Redis holds a newer version.
+def write_attributes(
+    client: Any,
+    attrs: UserAttributes,
+    ttl: int,
+    prefix: str,
+    *,
+    authority: int | None = None,
+    keys: ValueKeys | None = None,
+) -> StoreResult:
+    """Write ``attrs`` with ``ttl`` seconds unless Redis holds a valid, newer version.
 
-    Returns ``True`` when written, ``False`` when a newer value was kept.
+    An equal version is overwritten (the value is rebuilt from the same data, only
+    ``fetched_at`` differs), so after :attr:`StoreResult.landed` the value in Redis is this one.
+
+    :param authority: the newest version that can exist for this entry, when the writer knows it
+        (the identity provider passes its database's current version while it holds the user's
+        row lock). A stored version above it is treated as corrupt and overwritten.
+    :param keys: value-signing keys; the value is signed with the first (:func:`encode_value`).
     """
     key = attributes_key(prefix, attrs.service_name, attrs.user_id)
-    return bool(client.eval(_STORE_IF_NEWER, 1, key, attrs.to_json(), int(ttl), attrs.version))
+    raw = client.eval(
+        _STORE_IF_NEWER,
+        1,
+        key,
+        encode_value(attrs, keys),
+        int(ttl),
+        attrs.version,
+        "" if authority is None else int(authority),
+        SCHEMA_VERSION,
+    )
+    return StoreResult(int(raw))
+
+
+# Set the key only if it still holds exactly ARGV[1]: replaces one value known to be bad without
+# racing a writer that replaced it meanwhile.
+_REPLACE_IF_UNCHANGED = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+
+def replace_if_unchanged(
+    client: Any,
+    attrs: UserAttributes,
+    ttl: int,
+    prefix: str,
+    expected: bytes,
+    keys: ValueKeys | None = None,
+) -> bool:
+    """Overwrite the entry with ``attrs`` only if it still holds exactly ``expected``.
+
+    For a writer that proved the stored value bad by other means (a bad signature), after
+    :func:`write_attributes` kept it as newer. ``True`` when replaced.
+    """
+    key = attributes_key(prefix, attrs.service_name, attrs.user_id)
+    return bool(
+        client.eval(_REPLACE_IF_UNCHANGED, 1, key, expected, encode_value(attrs, keys), int(ttl))
+    )
+
+
+def store_attributes(
+    client: Any, attrs: UserAttributes, ttl: int, prefix: str, keys: ValueKeys | None = None
+) -> bool:
+    """Write ``attrs`` with ``ttl`` seconds unless Redis holds a newer version.
+
+    Returns ``True`` when written (over a corrupt entry too), ``False`` when a newer value was
+    kept. See :func:`write_attributes`.
+    """
+    return write_attributes(client, attrs, ttl, prefix, keys=keys).landed
 
 
 def publish_invalidation(client: Any, message: Invalidation, prefix: str) -> int:

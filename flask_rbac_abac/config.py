@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from .codec import DEFAULT_KEY_PREFIX, validate_prefix, validate_service_name
+from .codec import (
+    DEFAULT_KEY_PREFIX,
+    parse_value_keys,
+    validate_prefix,
+    validate_service_name,
+)
 from .errors import ConfigurationError, InvalidKeyPart
 
 DEFAULT_CACHE_TTL = 86400
@@ -57,6 +62,7 @@ DEFAULTS: dict[str, Callable[[], Any]] = {
     "RBAC_ABAC_JWT_ISSUER": lambda: _env("RBAC_ABAC_JWT_ISSUER", DEFAULT_ISSUER),
     "RBAC_ABAC_TOKEN_CACHE_SIZE": lambda: 10000,
     "RBAC_ABAC_REQUIRE_AUTHORIZATION": lambda: _env("RBAC_ABAC_REQUIRE_AUTHORIZATION", False),
+    "RBAC_ABAC_VALUE_KEYS": lambda: _env("RBAC_ABAC_VALUE_KEYS", None),
 }
 
 
@@ -177,6 +183,16 @@ class Settings:
     jwt_algorithms: tuple[str, ...] = ()
     #: The claim that carries the user id.
     jwt_user_claim: str = "sub"
+    #: value-signing keys (key id -> secret); when set, unsigned values in Redis are misses
+    value_keys: dict[str, bytes] = field(default_factory=dict)
+
+
+def value_keys(config: MutableMapping[str, Any]) -> dict[str, bytes]:
+    """``RBAC_ABAC_VALUE_KEYS`` parsed, or a :class:`ConfigurationError` naming it."""
+    try:
+        return parse_value_keys(config.get("RBAC_ABAC_VALUE_KEYS"))
+    except InvalidKeyPart as exc:
+        raise ConfigurationError(str(exc)) from exc
 
 
 def load(config: MutableMapping[str, Any]) -> Settings:
@@ -262,4 +278,5 @@ def load(config: MutableMapping[str, Any]) -> Settings:
         jwks_lifespan=positive_int(config["RBAC_ABAC_JWKS_LIFESPAN"], "RBAC_ABAC_JWKS_LIFESPAN"),
         jwt_algorithms=jwt_algorithms(config["RBAC_ABAC_JWT_ALGORITHMS"], symmetric=bool(secret)),
         jwt_user_claim=user_claim,
+        value_keys=value_keys(config),
     )

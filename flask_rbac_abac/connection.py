@@ -2,7 +2,9 @@
 
 Schemes: ``redis://``, ``rediss://``, ``unix://`` (one server), ``redis+sentinel://`` and
 ``rediss+sentinel://`` (``host:port[,host:port...]/service_name[/db]``, Sentinel port 26379 by
-default) and ``redis+cluster://`` / ``rediss+cluster://`` (``host:port`` of any cluster node).
+default) and ``redis+cluster://`` / ``rediss+cluster://`` (``host:port[,host:port...]``: seed
+nodes, any of which may be down at start; the client learns the rest of the cluster from them).
+An IPv6 address is written in brackets: ``[::1]:7000``.
 redis-py's own defaults (5 s timeouts, many retries) would turn a dead Redis into seconds per
 request; these clients fail within a few timeouts instead.
 """
@@ -14,7 +16,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -37,14 +40,66 @@ def _timeouts(timeout: float, retries: int) -> dict[str, Any]:
 
 
 def _hosts(netloc: str, default_port: int) -> list[tuple[str, int]]:
+    """``(host, port)`` of each comma-separated ``host[:port]`` in ``netloc`` (credentials
+    dropped); IPv6 addresses come in brackets, ``[::1]:7000``, and leave without them."""
     hosts = []
     for part in netloc.rsplit("@", 1)[-1].split(","):
-        host, _, port = part.rpartition(":") if ":" in part else (part, "", "")
+        if part.startswith("["):
+            host, bracket, rest = part[1:].partition("]")
+            port = rest.removeprefix(":")
+            if not bracket or (rest and not rest.startswith(":")):
+                raise ConfigurationError(f"RBAC_ABAC_REDIS_URL: bad address {part!r}")
+        else:
+            host, _, port = part.rpartition(":") if ":" in part else (part, "", "")
         try:
-            hosts.append((host or "127.0.0.1", int(port) if port else default_port))
-        except ValueError as exc:
-            raise ConfigurationError(f"RBAC_ABAC_REDIS_URL: bad port in {part!r}") from exc
+            number = int(port) if port else default_port
+        except ValueError:
+            number = 0
+        if not 0 < number < 65536:
+            raise ConfigurationError(f"RBAC_ABAC_REDIS_URL: bad port in {part!r}")
+        hosts.append((host or "127.0.0.1", number))
     return hosts
+
+
+def _cluster(url: str, kwargs: dict[str, Any]) -> RedisCluster:
+    """A cluster client seeded with every node of the URL.
+
+    redis-py parses one ``host:port`` only, so it is handed the URL with the first seed (it
+    still reads credentials, ``rediss`` and query options from it) and the whole list as
+    ``startup_nodes``: should the first seed be down, the client asks the next one.
+    """
+    parts = urlsplit(url.replace("+cluster", "", 1))
+    seeds = _hosts(parts.netloc, 6379)
+    credentials, _, _ = parts.netloc.rpartition("@")
+    host, port = seeds[0]
+    first = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    netloc = f"{credentials}@{first}" if credentials else first
+    nodes = [ClusterNode(h, p) for h, p in seeds]  # type: ignore[no-untyped-call]
+    first_url = parts._replace(netloc=netloc).geturl()
+    return RedisCluster.from_url(first_url, startup_nodes=nodes, **kwargs)
+
+
+def pubsub(client: Any, channel: str, failures: int = 0) -> Any:
+    """A redis-py ``PubSub`` on ``client`` for classic (not sharded) pub/sub on ``channel``.
+
+    On a cluster a classic ``PUBLISH`` reaches every node, so any live node can serve the
+    subscription. redis-py would always pick the node of the channel's slot from its cached
+    topology, and keep picking it after that node died; here, after ``failures`` failed
+    attempts in a row, the topology is read again (best effort: it fails while slots are
+    uncovered, during a failover) and the nodes are tried in turn, so the subscriber finds a
+    live node even before the failover completes.
+    """
+    if not isinstance(client, RedisCluster):
+        return client.pubsub()
+    if failures:
+        try:
+            client.nodes_manager.initialize()
+        except (redis.RedisError, RedisClusterException, OSError):
+            pass
+    first = client.get_node_from_key(channel)  # type: ignore[no-untyped-call]
+    known = client.get_nodes()  # type: ignore[no-untyped-call]
+    nodes = [first] + [n for n in known if n.name != first.name]
+    return client.pubsub(node=nodes[failures % len(nodes)])  # type: ignore[no-untyped-call]
 
 
 def close(client: Any) -> None:
@@ -57,7 +112,10 @@ def close(client: Any) -> None:
 def check_scheme(url: str) -> str:
     """The URL's scheme (lower case) if this module can connect to it; else an error naming
     ``RBAC_ABAC_REDIS_URL``. Lets an app refuse a bad URL at start, before any connection."""
-    scheme = urlsplit(url).scheme.lower()
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket; the URL may hold a password
+        raise ConfigurationError(f"RBAC_ABAC_REDIS_URL: not a valid URL ({exc})") from exc
     if scheme not in _PLAIN + _SENTINEL + _CLUSTER:
         raise ConfigurationError(
             f"RBAC_ABAC_REDIS_URL: unsupported scheme {scheme!r}; use one of "
@@ -79,8 +137,7 @@ def connect(url: str, *, timeout: float = DEFAULT_TIMEOUT, retries: int = 1) -> 
     if scheme in _PLAIN:
         return redis.Redis.from_url(url, **kwargs)
     if scheme in _CLUSTER:
-        plain = url.replace("+cluster", "", 1)
-        return RedisCluster.from_url(plain, **kwargs)
+        return _cluster(url, kwargs)
     # What is left is a Sentinel URL.
     parts = urlsplit(url)
     path = [p for p in parts.path.split("/") if p]

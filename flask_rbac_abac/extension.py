@@ -120,6 +120,7 @@ class RBACABAC:
             redis_timeout=settings.redis_timeout,
             idp_timeout=settings.idp_timeout,
             invalidation=settings.invalidation,
+            value_keys=settings.value_keys,
             redis=redis,
             session=session,
         )

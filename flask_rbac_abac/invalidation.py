@@ -16,12 +16,17 @@ from collections.abc import Callable
 from typing import Any
 
 from .codec import Invalidation, invalidation_channel
+from .connection import pubsub as open_pubsub
 from .errors import DecodeError
 
 log = logging.getLogger(__name__)
 
 #: Seconds of silence after which the subscriber pings Redis, to notice a dead connection.
 PING_EVERY = 5.0
+#: Longest wait between two attempts to subscribe again. Short, because until it is back the
+#: process hears no revocation; a failed attempt on a dead node is one refused connection (or
+#: one connect timeout), cheap at this rate.
+MAX_BACKOFF = 0.5
 
 
 class Subscriber:
@@ -92,17 +97,22 @@ class Subscriber:
 
     def _run(self) -> None:
         backoff = 0.05
-        client = self._redis_factory()
+        failures = 0  # in a row: on a cluster, each one moves the subscription to another node
+        client = None
         while not self._stop.is_set():
             pubsub = None
             try:
-                pubsub = client.pubsub()
+                if client is None:  # a cluster client needs a live node to be built at all
+                    client = self._redis_factory()
+                pubsub = open_pubsub(client, self.channel, failures)
                 pubsub.subscribe(self.channel)
                 self._listen(pubsub)
                 backoff = 0.05
             except Exception as exc:  # any failure: drop the connection, flush, retry
                 self.last_error = f"{type(exc).__name__}: {exc}"
+                failures = 1 if self.connected else failures + 1
                 if self.connected:
+                    backoff = 0.05
                     log.warning("invalidation subscriber lost Redis: %s", self.last_error)
             finally:
                 self.connected = False
@@ -112,7 +122,7 @@ class Subscriber:
                     except Exception:  # noqa: S110 - closing a dead connection
                         pass
             self._stop.wait(backoff)
-            backoff = min(backoff * 2, 2.0)
+            backoff = min(backoff * 2, MAX_BACKOFF)
 
     def _listen(self, pubsub: Any) -> None:
         last_activity = time.monotonic()

@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Flask
 
-from . import cli, errors, ratelimit, settings, views
+from . import cli, converters, errors, outbox, ratelimit, settings, views
 from .extensions import db
 
 __all__ = ["create_app", "db"]
@@ -36,7 +36,8 @@ if hasattr(os, "register_at_fork"):
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: defaults, then the instance ``config.py`` and the environment, then
     ``test_config``; then validation (a :class:`flask_rbac_abac.ConfigurationError` naming the
-    key), extensions, error handlers, blueprints and CLI commands.
+    key), extensions, error handlers, URL converters (ASCII-only integers), blueprints and CLI
+    commands.
     """
     app = Flask(__name__, instance_relative_config=True)
     settings.apply_defaults(app.config)
@@ -52,8 +53,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["idp_app"] = {}
     db.init_app(app)
     errors.register(app)
+    converters.register(app)  # before the blueprints, whose rules use them
     views.register(app)
     ratelimit.init_app(app)
     cli.register(app)
+    outbox.init_app(app)
     _apps.add(app)
     return app

@@ -1,8 +1,13 @@
 """The identity provider's side of the Redis cache: writes, evictions, invalidations, coalescing.
 
 Every call here is best effort: Redis failing never fails a request, because the database is the
-source of truth. Failures are logged (without keys' contents) and reported to the caller as
-``False`` so responses can say ``"cached": false``.
+source of truth (and :mod:`idp_app.outbox` delivers what failed later). Failures are logged
+(without keys' contents) and reported to the caller as ``False`` so responses can say
+``"cached": false``.
+
+A corrupt entry found while writing (undecodable, without a TTL, or ahead of the database) is
+overwritten by the store, logged without its contents and counted per process
+(:func:`repaired_entries`, shown by ``/healthz``).
 """
 
 from __future__ import annotations
@@ -11,7 +16,6 @@ import logging
 import os
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -19,7 +23,7 @@ from flask import Flask, current_app, g, has_request_context
 from redis.exceptions import RedisClusterException
 
 from flask_rbac_abac import codec
-from flask_rbac_abac.codec import Invalidation, UserAttributes
+from flask_rbac_abac.codec import Invalidation, StoreResult, UserAttributes
 from flask_rbac_abac.connection import connect
 from flask_rbac_abac.errors import DecodeError
 
@@ -80,23 +84,65 @@ def _failed(what: str, exc: BaseException) -> bool:
     return False
 
 
-def write(attrs: UserAttributes) -> bool | None:
-    """Write ``attrs`` with the configured TTL unless Redis holds a newer version.
+def write(attrs: UserAttributes, *, authority: int | None = None) -> bool | None:
+    """Write ``attrs`` with the configured TTL unless Redis holds a newer, valid version.
 
-    ``True`` written, ``False`` a newer value was kept, ``None`` Redis failed.
+    ``True`` written (``attrs`` is now the value in Redis), ``False`` a newer value was kept,
+    ``None`` Redis failed. With value-signing keys, a "newer" value that does not carry this
+    IdP's signature was not written by it and is replaced too.
+
+    :param authority: the database's current version for this entry, passed only by a caller
+        that holds the user's lock (so no newer version can be committed meanwhile); a stored
+        version ahead of it is corrupt and overwritten.
     """
+    keys = current_app.config["RBAC_ABAC_VALUE_KEYS"]
+    ttl = current_app.config["RBAC_ABAC_CACHE_TTL"]
     try:
-        return codec.store_attributes(
-            _redis(), attrs, current_app.config["RBAC_ABAC_CACHE_TTL"], _prefix()
+        client = _redis()
+        result = codec.write_attributes(
+            client, attrs, ttl, _prefix(), authority=authority, keys=keys
         )
+        if result is StoreResult.KEPT_NEWER and keys:
+            raw = client.get(codec.attributes_key(_prefix(), attrs.service_name, attrs.user_id))
+            if (
+                raw is not None
+                and not _signed(raw)
+                and codec.replace_if_unchanged(client, attrs, ttl, _prefix(), raw, keys)
+            ):
+                result = StoreResult.REPAIRED
     except REDIS_ERRORS as exc:
         _failed("write", exc)
         return None
+    if result is StoreResult.REPAIRED:
+        _count_repair()
+        logger.warning(
+            "overwrote a corrupt cached value for %s/%s (undecodable, unsigned, no TTL or ahead "
+            "of the database)",
+            attrs.service_name,
+            attrs.user_id,
+        )
+    return result.landed
 
 
-def store(attrs: UserAttributes) -> bool:
-    """:func:`write`, reporting only whether Redis answered."""
-    return write(attrs) is not None
+def _signed(raw: bytes) -> bool:
+    """Whether ``raw`` carries a valid signature by one of this IdP's value keys."""
+    try:
+        codec.decode_value(raw, current_app.config["RBAC_ABAC_VALUE_KEYS"])
+    except DecodeError:
+        return False
+    return True
+
+
+def _count_repair() -> None:
+    state = current_app.extensions["idp_app"]
+    with _lock:
+        state["repaired_entries"] = state.get("repaired_entries", 0) + 1
+
+
+def repaired_entries(app: Flask | None = None) -> int:
+    """How many corrupt cached values this process has overwritten since it started."""
+    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    return int(app.extensions["idp_app"].get("repaired_entries", 0))
 
 
 def read(service_name: str, user_id: int) -> UserAttributes | None:
@@ -109,7 +155,7 @@ def read(service_name: str, user_id: int) -> UserAttributes | None:
     if raw is None:
         return None
     try:
-        return UserAttributes.from_json(raw)
+        return codec.decode_value(raw, current_app.config["RBAC_ABAC_VALUE_KEYS"])
     except DecodeError:
         logger.warning("undecodable cached value for %s/%s", service_name, user_id)
         return None
@@ -179,26 +225,3 @@ def clear_coalesce(user_id: int, service_names: Iterable[str]) -> None:
             _redis().delete(coalesce_key(prefix, name, user_id))
         except REDIS_ERRORS as exc:
             _failed("coalesce", exc)
-
-
-@dataclass
-class Sync:
-    """What a committed change must do to Redis: write new values, delete, announce."""
-
-    stores: list[UserAttributes] = field(default_factory=list)
-    evictions: list[tuple[int, str]] = field(default_factory=list)
-    messages: list[Invalidation] = field(default_factory=list)
-
-    def apply(self) -> bool:
-        """Run after the database commit; ``True`` when Redis took every step."""
-        ok = True
-        for attrs in self.stores:
-            ok = store(attrs) and ok
-        for user_id, name in self.evictions:
-            ok = evict(user_id, [name]) and ok
-        touched = {(a.user_id, a.service_name) for a in self.stores} | set(self.evictions)
-        for user_id, name in sorted(touched, key=str):
-            clear_coalesce(int(user_id), [name])
-        for message in self.messages:
-            ok = publish(message) and ok
-        return ok

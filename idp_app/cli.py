@@ -1,16 +1,17 @@
-"""``flask --app idp_app ...`` commands: schema, services, users, roles and the demo data."""
+"""``flask --app idp_app ...`` commands: schema, services, users, roles, demo data, the outbox."""
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 from typing import Any
 
 import click
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import with_appcontext
 
-from . import operations, signing_keys, validation
+from . import operations, outbox, signing_keys, validation
 from .errors import ApiError
 from .extensions import db
 
@@ -150,7 +151,7 @@ def assign_role(username: str, service: str, roles: tuple[str, ...]) -> None:
     except ApiError as exc:
         raise _fail(exc) from None
     db.session.commit()
-    _sync_note(sync.apply())
+    _sync_note(outbox.deliver(sync))
     click.echo(f"{username} in {service}: {', '.join(attrs.roles)} (version {attrs.version})")
 
 
@@ -175,7 +176,7 @@ def seed_demo(token_out: str | None) -> None:
         if operations.roles_of(user.id, result.service) != sorted(roles):
             syncs.append(operations.set_roles(user.id, DEMO_SERVICE, roles)[1])
     db.session.commit()
-    _sync_note(all([sync.apply() for sync in syncs]))
+    _sync_note(all([outbox.deliver(sync) for sync in syncs]))
     if token_out:
         fd = os.open(token_out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
@@ -183,13 +184,39 @@ def seed_demo(token_out: str | None) -> None:
     click.echo(f"{DEMO_SERVICE} token: {token}")
 
 
+@click.command("sync-outbox")
+@with_appcontext
+@click.option("--loop", is_flag=True, help="keep delivering (as the IdP's thread does)")
+def sync_outbox(loop: bool) -> None:
+    """Deliver the changes Redis has not yet taken (for cron); exit 1 while some remain."""
+    if loop:
+        stop = threading.Event()
+        try:
+            outbox.run(current_app._get_current_object(), stop)  # type: ignore[attr-defined]
+        except KeyboardInterrupt:
+            stop.set()
+        return
+    delivered = 0
+    while True:
+        result = outbox.deliver_pending()
+        delivered += result.delivered
+        if result.failed or result.delivered == 0:
+            break
+    left = outbox.backlog()
+    click.echo(f"delivered {delivered}; {left.rows} pending")
+    if left.rows:
+        raise SystemExit(1)
+
+
 def register(app: Flask) -> None:
-    for command in (
+    commands = (
         init_db,
         rotate_signing_key,
         create_service,
         create_user,
         assign_role,
         seed_demo,
-    ):
+        sync_outbox,
+    )
+    for command in commands:
         app.cli.add_command(command)

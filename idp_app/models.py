@@ -1,11 +1,21 @@
-"""The identity provider's tables: users, services, role assignments, tokens, versions."""
+"""The identity provider's tables: users, services, role assignments, tokens, versions, outbox."""
 
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .extensions import db
@@ -76,6 +86,25 @@ class UserServiceVersion(db.Model):  # type: ignore[name-defined,misc]
         ForeignKey("services.id", ondelete="CASCADE"), primary_key=True
     )
     version: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class OutboxEntry(db.Model):  # type: ignore[name-defined,misc]
+    """A committed change that Redis and the services have not yet been told about.
+
+    Written in the same transaction as the change and deleted once delivered (see
+    :mod:`idp_app.outbox`), so a change is never lost between the commit and Redis.
+    """
+
+    __tablename__ = "sync_outbox"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(index=True)
+    #: ``None``: every service of the user (an attribute change, a deactivation).
+    service_name: Mapped[str | None] = mapped_column(String(64))
+    #: The version the change produced, for the record (delivery reads the current one).
+    version: Mapped[int | None] = mapped_column(BigInteger)
+    #: Unix time of the change, so health can report the age of the oldest undelivered one.
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
 
 
 class SigningKey(db.Model):  # type: ignore[name-defined,misc]

@@ -1,9 +1,11 @@
 """What the API and the CLI do to the database, and the Redis sync each change needs.
 
-Every change bumps the affected ``(user, service)`` versions and returns a :class:`cache.Sync`
-that the caller applies *after* committing. Readers and writers of one user lock the user's row
-(``SELECT ... FOR UPDATE`` on PostgreSQL), and a refresh writes Redis while it holds that lock,
-so a refresh that read the database before a change can never land in Redis after it.
+Every change bumps the affected ``(user, service)`` versions and adds outbox rows in the same
+transaction; it returns them as a :class:`Sync` that the caller delivers *after* committing
+(:func:`idp_app.outbox.deliver`), and that the outbox delivers anyway if that fails. Readers and
+writers of one user lock the user's row (``SELECT ... FOR UPDATE`` on PostgreSQL), and a refresh
+writes Redis while it holds that lock, so a refresh that read the database before a change can
+never land in Redis after it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask import current_app
@@ -19,13 +21,34 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import generate_password_hash
 
-from flask_rbac_abac.codec import Invalidation, UserAttributes
+from flask_rbac_abac.codec import UserAttributes
 
 from . import auth
-from .cache import Sync
 from .errors import ApiError
 from .extensions import db
-from .models import MAX_DB_ID, RoleAssignment, Service, ServiceToken, User, UserServiceVersion
+from .models import (
+    MAX_DB_ID,
+    OutboxEntry,
+    RoleAssignment,
+    Service,
+    ServiceToken,
+    User,
+    UserServiceVersion,
+)
+
+
+@dataclass
+class Sync:
+    """The outbox rows one change added: what Redis must learn once the change is committed."""
+
+    entry_ids: list[int] = field(default_factory=list)
+
+    def add(self, user_id: int, service_name: str | None, version: int | None) -> None:
+        """Record that ``user_id`` changed in ``service_name`` (``None``: in every service)."""
+        entry = OutboxEntry(user_id=user_id, service_name=service_name, version=version)
+        db.session.add(entry)
+        db.session.flush()
+        self.entry_ids.append(entry.id)
 
 
 def user_not_found(user_id: int) -> ApiError:
@@ -134,15 +157,6 @@ def value_for_service(
     return attrs if attrs.roles else None
 
 
-def _sync_entry(sync: Sync, user: User, service: Service, version: int) -> None:
-    """Rewrite the user's entry in ``service``, or delete it when the service may not know them."""
-    attrs = value_for_service(user, service, version)
-    if attrs is None:
-        sync.evictions.append((user.id, service.name))
-    else:
-        sync.stores.append(attrs)
-
-
 def issue_service_token(service: Service) -> str:
     token, digest = auth.new_token()
     db.session.add(ServiceToken(service_id=service.id, token_hash=digest))
@@ -220,8 +234,7 @@ def register_service(
                 continue
             version = bump_version(user_id, service)
             if user.active:
-                _sync_entry(sync, user, service, version)
-                sync.messages.append(Invalidation(user_id, service.name, version))
+                sync.add(user_id, service.name, version)
     return ServiceResult(service, False, None, sync)
 
 
@@ -263,8 +276,8 @@ def set_roles(user_id: int, service_name: str, roles: Iterable[str]) -> tuple[Us
     db.session.flush()
     version = bump_version(user.id, service)
     attrs = build_attributes(user, service, version)
-    sync = Sync(messages=[Invalidation(user.id, service.name, version)])
-    _sync_entry(sync, user, service, version)
+    sync = Sync()
+    sync.add(user.id, service.name, version)
     return attrs, sync
 
 
@@ -288,11 +301,9 @@ def update_attributes(
     check_attributes_size(merged)
     user.attributes = merged
     db.session.flush()
-    sync = Sync(messages=[Invalidation(user.id, None, None)])
-    versions = {}
-    for service in all_services():
-        versions[service.name] = version = bump_version(user.id, service)
-        _sync_entry(sync, user, service, version)
+    versions = {service.name: bump_version(user.id, service) for service in all_services()}
+    sync = Sync()
+    sync.add(user.id, None, None)
     return user, versions, sync
 
 
@@ -300,8 +311,8 @@ def deactivate_user(user_id: int) -> Sync:
     """Deactivate; every cached value of the user is deleted and announced."""
     user = active_user(user_id)
     user.active = False
-    sync = Sync(messages=[Invalidation(user.id, None, None)])
     for service in all_services():
         bump_version(user.id, service)
-        sync.evictions.append((user.id, service.name))
+    sync = Sync()
+    sync.add(user.id, None, None)
     return sync

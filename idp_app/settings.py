@@ -19,11 +19,13 @@ from flask_rbac_abac.config import (
     DEFAULT_AUDIENCE,
     DEFAULT_ISSUER,
     DEFAULT_REDIS_URL,
+    as_bool,
     cache_ttl_from_env,
     jwt_secret,
     non_negative_int,
     positive_float,
     positive_int,
+    value_keys,
 )
 from flask_rbac_abac.connection import check_scheme
 from flask_rbac_abac.errors import ConfigurationError, InvalidKeyPart
@@ -51,6 +53,10 @@ ENV_KEYS = (
     "IDP_TOKEN_RATE_LIMIT_PER_ADDRESS",
     "IDP_TOKEN_RATE_LIMIT_STORAGE_URI",
     "IDP_PROXY_FIX_X_FOR",
+    "IDP_OUTBOX_WORKER",
+    "IDP_OUTBOX_POLL_INTERVAL",
+    "IDP_OUTBOX_BACKOFF_MAX",
+    "RBAC_ABAC_VALUE_KEYS",
 )
 
 DEFAULTS: dict[str, Any] = {
@@ -67,6 +73,10 @@ DEFAULTS: dict[str, Any] = {
     "IDP_SIGNING_KEY_LEEWAY": 60,  # a retired key stays published for lifetime + this
     "IDP_REFRESH_COALESCE_SECONDS": 1.0,
     "IDP_REDIS_TIMEOUT": 0.5,
+    "IDP_OUTBOX_WORKER": None,  # None: on, except when TESTING
+    "IDP_OUTBOX_POLL_INTERVAL": 0.5,
+    "IDP_OUTBOX_BACKOFF_MAX": 2.0,
+    "RBAC_ABAC_VALUE_KEYS": "",  # "kid:secret,...": sign values with the first
     "IDP_PASSWORD_HASH_METHOD": "scrypt",
     "MAX_CONTENT_LENGTH": 64 * 1024,
     "IDP_TOKEN_RATE_LIMIT_PER_USER": "5/minute",
@@ -120,6 +130,7 @@ def validate(config: MutableMapping[str, Any], instance_path: str) -> None:
     redis_url = _non_empty_str(config, "RBAC_ABAC_REDIS_URL")
     check_scheme(redis_url)
     config["RBAC_ABAC_CACHE_TTL"] = cache_ttl_from_env(config)
+    config["RBAC_ABAC_VALUE_KEYS"] = value_keys(config)
     try:
         validate_prefix(config["RBAC_ABAC_KEY_PREFIX"])
     except InvalidKeyPart as exc:
@@ -167,6 +178,10 @@ def validate(config: MutableMapping[str, Any], instance_path: str) -> None:
         if coalesce in (0, "0", "0.0")
         else positive_float(coalesce, "IDP_REFRESH_COALESCE_SECONDS")
     )
+    if config["IDP_OUTBOX_WORKER"] is not None:
+        config["IDP_OUTBOX_WORKER"] = as_bool(config["IDP_OUTBOX_WORKER"], "IDP_OUTBOX_WORKER")
+    for key in ("IDP_OUTBOX_POLL_INTERVAL", "IDP_OUTBOX_BACKOFF_MAX"):
+        config[key] = positive_float(config[key], key)
     _non_empty_str(config, "IDP_PASSWORD_HASH_METHOD")
     config["MAX_CONTENT_LENGTH"] = positive_int(config["MAX_CONTENT_LENGTH"], "MAX_CONTENT_LENGTH")
     _validate_rate_limits(config)

@@ -59,12 +59,21 @@ def _depth(value: object, limit: int) -> int:
     return 0
 
 
-def user_id(value: object) -> int:
-    """A JSON integer id; anything else is a 400 with code ``invalid_user_id``.
+#: Past this a JSON number written with a fraction (``7.0``) no longer spells one integer exactly.
+MAX_EXACT_FLOAT = 2**53
 
-    The code lets a service tell "no such user can exist here" (a string id from its own identity
-    loader) from a malformed request, and remember that user as unknown.
+
+def user_id(value: object) -> int:
+    """A user id from a JSON body: an integer from 1 to 2**63-1; anything else is a 400 with code
+    ``invalid_user_id``.
+
+    JSON has one number type, and JSON Schema (so the OpenAPI document) counts ``7.0`` as the
+    integer 7; it is accepted as 7 while a float can spell it exactly (below 2**53). The code lets
+    a service tell "no such user can exist here" (a string id from its own identity loader) from
+    a malformed request, and remember that user as unknown.
     """
+    if isinstance(value, float) and value.is_integer() and abs(value) < MAX_EXACT_FLOAT:
+        value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_USER_ID:
         raise ApiError(400, "user_id must be an integer between 1 and 2**63-1", "invalid_user_id")
     return value

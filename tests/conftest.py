@@ -85,6 +85,29 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     cluster.stop()
 
 
+@pytest.fixture(scope="module")
+def ha_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """Three masters with a replica each, failing over within about 2 s; one per module, as
+    its failover tests kill masters."""
+    from .servers import Cluster, require_redis_server
+
+    require_redis_server()
+    cluster = Cluster(tmp_path_factory.mktemp("ha-cluster"), replicas=1, node_timeout=1000)
+    yield cluster.start()
+    cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def sentinel_set(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A master, a replica and three Sentinels failing over within about 3 s; one per module."""
+    from .servers import SentinelSet, require_redis_server
+
+    require_redis_server()
+    servers = SentinelSet(tmp_path_factory.mktemp("ha-sentinel"), down_after=1000)
+    yield servers.start()
+    servers.stop()
+
+
 @pytest.fixture(params=["fakeredis", "redis", "cluster"])
 def backend(request: pytest.FixtureRequest, key_prefix: str) -> Iterator[redis.Redis]:
     """The same behaviour suite runs on fakeredis, the real Redis and a Redis Cluster."""

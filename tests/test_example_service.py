@@ -331,6 +331,15 @@ def test_missing_invoice(client: FlaskClient) -> None:
     assert client.get("/invoices/999", headers=as_user(VIEWER)).status_code == 403
 
 
+@pytest.mark.parametrize("invoice_id", ["\u0663", "\uff13", "+3", "3 ", "0x3", "9" * 5000])
+def test_invoice_ids_are_ascii_digits_only(client: FlaskClient, invoice_id: str) -> None:
+    """Werkzeug's ``int`` takes any Unicode digit; billing_api's takes ASCII only."""
+    response = client.get(f"/invoices/{invoice_id}", headers=as_user(ADMIN))
+    assert response.status_code == 404
+    assert response.get_json()["success"] is False
+    assert client.get("/invoices/3", headers=as_user(ADMIN)).status_code == 200
+
+
 # -- GET /reports (attribute) ---------------------------------------------------------------
 
 

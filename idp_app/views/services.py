@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint
 
-from .. import auth, operations, validation
+from .. import auth, operations, outbox, validation
 from ..extensions import db
 
 bp = Blueprint("services", __name__)
@@ -31,7 +31,7 @@ def register_service() -> Any:
     )
     result = operations.register_service(name, manifest, visible)
     db.session.commit()
-    cached = result.sync.apply()
+    cached = outbox.deliver(result.sync)
     body: dict[str, Any] = {
         "success": True,
         "name": result.service.name,

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint
 
-from .. import auth, operations, validation
+from .. import auth, operations, outbox, validation
 from ..extensions import db
 
 bp = Blueprint("users", __name__)
@@ -35,7 +35,7 @@ def _path_service(service_name: str) -> str:
     return validation.service_name(service_name)
 
 
-@bp.put("/<int:user_id>/roles/<service_name>")
+@bp.put("/<user_id:user_id>/roles/<service_name>")
 def set_roles(user_id: int, service_name: str) -> Any:
     """Replace the roles; the cached value is rewritten and invalidated at once."""
     auth.require_admin()
@@ -45,7 +45,7 @@ def set_roles(user_id: int, service_name: str) -> Any:
     roles = validation.names(data["roles"], "roles")
     attrs, sync = operations.set_roles(user_id, service_name, roles)
     db.session.commit()
-    cached = sync.apply()
+    cached = outbox.deliver(sync)
     return {
         "success": True,
         "user_id": user_id,
@@ -57,7 +57,7 @@ def set_roles(user_id: int, service_name: str) -> Any:
     }
 
 
-@bp.patch("/<int:user_id>/attributes")
+@bp.patch("/<user_id:user_id>/attributes")
 def update_attributes(user_id: int) -> Any:
     """Merge attributes (``null`` removes one); every cached value of the user is rewritten."""
     auth.require_admin()
@@ -66,7 +66,7 @@ def update_attributes(user_id: int) -> Any:
         raise validation.ApiError(400, "no attributes given")
     user, versions, sync = operations.update_attributes(user_id, changes)
     db.session.commit()
-    cached = sync.apply()
+    cached = outbox.deliver(sync)
     return {
         "success": True,
         "user_id": user.id,
@@ -76,11 +76,11 @@ def update_attributes(user_id: int) -> Any:
     }
 
 
-@bp.delete("/<int:user_id>")
+@bp.delete("/<user_id:user_id>")
 def deactivate_user(user_id: int) -> Any:
     """Deactivate; cached values are deleted and invalidated, later refreshes answer 404."""
     auth.require_admin()
     sync = operations.deactivate_user(user_id)
     db.session.commit()
-    cached = sync.apply()
+    cached = outbox.deliver(sync)
     return {"success": True, "user_id": user_id, "active": False, "cached": cached}

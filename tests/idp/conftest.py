@@ -24,7 +24,10 @@ MANIFEST = {
     "accountant": ["invoice:read", "invoice:write"],
     "viewer": ["invoice:read"],
 }
-TABLES = "role_assignments, user_service_versions, service_tokens, services, users, signing_keys"
+TABLES = (
+    "sync_outbox, role_assignments, user_service_versions, service_tokens, services, users, "
+    "signing_keys"
+)
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -46,7 +46,8 @@ def test_refresh_with_admin_token(api):
     [
         ({"user_id": "123", "service_name": "billing_api"}, "user_id must be an integer"),
         ({"user_id": True, "service_name": "billing_api"}, "user_id must be an integer"),
-        ({"user_id": 1.0, "service_name": "billing_api"}, "user_id must be an integer"),
+        ({"user_id": 1.5, "service_name": "billing_api"}, "user_id must be an integer"),
+        ({"user_id": 2.0**53, "service_name": "billing_api"}, "user_id must be an integer"),
         ({"user_id": -1, "service_name": "billing_api"}, "user_id must be an integer"),
         ({"user_id": 0, "service_name": "billing_api"}, "user_id must be an integer"),
         ({"user_id": 2**63, "service_name": "billing_api"}, "user_id must be an integer"),
@@ -429,7 +430,8 @@ def test_healthz_ok(client):
     r = client.get("/healthz")
     assert r.status_code == 200
     assert r.json["database"] == {"ok": True}
-    assert r.json["redis"] == {"ok": True}
+    assert r.json["redis"] == {"ok": True, "repaired_entries": 0}
+    assert r.json["outbox"] == {"ok": True, "backlog": 0, "oldest_age_seconds": None}
 
 
 def test_unknown_route_is_json_404(client):

@@ -12,7 +12,7 @@ DOC = Path(idp_app.__file__).with_name("openapi.json")
 
 
 def openapi_path(rule: str) -> str:
-    return re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"{\1}", rule)
+    return re.sub(r"<(?:[a-z_]+:)?([a-z_]+)>", r"{\1}", rule)
 
 
 def test_served_document_is_the_file_in_the_repo(client):
@@ -49,3 +49,23 @@ def test_every_reference_resolves():
     assert refs
     for name in refs:
         assert name in doc["components"]["schemas"], name
+
+
+def _keys(value: object) -> list[str]:
+    if isinstance(value, dict):
+        return [*value, *(k for v in value.values() for k in _keys(v))]
+    if isinstance(value, list):
+        return [k for v in value for k in _keys(v)]
+    return []
+
+
+def test_the_document_is_openapi_3_1_json_schema():
+    """3.1 schemas are JSON Schema 2020-12: ``propertyNames`` states rules on object keys, and
+    3.0's ``nullable`` means nothing (write ``"type": ["number", "null"]``), so a response with
+    a null there would not match.
+    """
+    doc = json.loads(DOC.read_text())
+    assert doc["openapi"] == "3.1.0"
+    keys = set(_keys(doc["components"])) | set(_keys(doc["paths"]))
+    assert "propertyNames" in keys
+    assert "nullable" not in keys

@@ -46,6 +46,7 @@ DEFAULTS: dict[str, Callable[[], Any]] = {
     "RBAC_ABAC_JWT_ISSUER": lambda: _env("RBAC_ABAC_JWT_ISSUER", DEFAULT_ISSUER),
     "RBAC_ABAC_TOKEN_CACHE_SIZE": lambda: 10000,
     "RBAC_ABAC_REQUIRE_AUTHORIZATION": lambda: _env("RBAC_ABAC_REQUIRE_AUTHORIZATION", False),
+    "RBAC_ABAC_METRICS_ENDPOINT": lambda: _env("RBAC_ABAC_METRICS_ENDPOINT", None),
 }
 
 
@@ -90,6 +91,17 @@ def http_url(value: object, key: str) -> str:
     return value.rstrip("/")
 
 
+def metrics_endpoint(value: object) -> str | None:
+    """``RBAC_ABAC_METRICS_ENDPOINT``: ``None`` or empty (no endpoint), or a path: ``/metrics``."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not value.startswith("/") or any(c.isspace() for c in value):
+        raise ConfigurationError(
+            f"RBAC_ABAC_METRICS_ENDPOINT must be a URL path such as '/metrics', got {value!r}"
+        )
+    return value
+
+
 def jwt_secret(value: object) -> str | None:
     """``RBAC_ABAC_JWT_SECRET``: ``None`` or a string of at least 32 bytes (HS256)."""
     if value is not None and (
@@ -131,6 +143,8 @@ class Settings:
     token_cache_size: int
     #: Refuse (403 ``no_rule``) a view with neither a rule nor ``@public``.
     require_authorization: bool = False
+    #: Serve Prometheus metrics at this path (``None``: no endpoint).
+    metrics_endpoint: str | None = None
 
 
 def load(config: MutableMapping[str, Any]) -> Settings:
@@ -204,4 +218,5 @@ def load(config: MutableMapping[str, Any]) -> Settings:
         require_authorization=as_bool(
             config["RBAC_ABAC_REQUIRE_AUTHORIZATION"], "RBAC_ABAC_REQUIRE_AUTHORIZATION"
         ),
+        metrics_endpoint=metrics_endpoint(config["RBAC_ABAC_METRICS_ENDPOINT"]),
     )

@@ -12,8 +12,13 @@ from typing import Any
 
 from flask import Flask
 
-from . import cli, errors, settings, views
+from . import cli, errors, metrics, settings, views
 from .extensions import db
+
+try:
+    from .outbox import backlog as outbox_backlog
+except ImportError:  # a build without the outbox: the metrics report no backlog
+    outbox_backlog = None  # type: ignore[assignment]
 
 __all__ = ["create_app", "db"]
 
@@ -53,6 +58,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     db.init_app(app)
     errors.register(app)
     views.register(app)
+    metrics.init_app(app, outbox_backlog)
     cli.register(app)
     _apps.add(app)
     return app

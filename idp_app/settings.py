@@ -18,6 +18,7 @@ from flask_rbac_abac.config import (
     DEFAULT_AUDIENCE,
     DEFAULT_ISSUER,
     DEFAULT_REDIS_URL,
+    as_bool,
     cache_ttl_from_env,
     jwt_secret,
     positive_float,
@@ -41,6 +42,7 @@ ENV_KEYS = (
     "IDP_TOKEN_LIFETIME",
     "IDP_REFRESH_COALESCE_SECONDS",
     "IDP_REDIS_TIMEOUT",
+    "IDP_METRICS_ENABLED",
 )
 
 DEFAULTS: dict[str, Any] = {
@@ -57,6 +59,7 @@ DEFAULTS: dict[str, Any] = {
     "IDP_REDIS_TIMEOUT": 0.5,
     "IDP_PASSWORD_HASH_METHOD": "scrypt",
     "MAX_CONTENT_LENGTH": 64 * 1024,
+    "IDP_METRICS_ENABLED": False,
 }
 
 
@@ -152,3 +155,4 @@ def validate(config: MutableMapping[str, Any], instance_path: str) -> None:
     )
     _non_empty_str(config, "IDP_PASSWORD_HASH_METHOD")
     config["MAX_CONTENT_LENGTH"] = positive_int(config["MAX_CONTENT_LENGTH"], "MAX_CONTENT_LENGTH")
+    config["IDP_METRICS_ENABLED"] = as_bool(config["IDP_METRICS_ENABLED"], "IDP_METRICS_ENABLED")

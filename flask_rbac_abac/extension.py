@@ -124,17 +124,13 @@ class RBACABAC:
 
         app.cli.add_command(rbac_abac_cli)
 
-    @staticmethod
-    def _serve_metrics(app: Flask, path: str, client: RedisAttributeClient) -> None:
+    def _serve_metrics(self, app: Flask, path: str, client: RedisAttributeClient) -> None:
         """Count into Prometheus metrics too, and serve them at ``path`` to anyone (public)."""
-        exporter = PrometheusMetrics(client.service_name)
-        client.metrics.exporter = exporter
+        client.metrics.exporter = PrometheusMetrics(client.service_name)
 
         @public
         def rbac_abac_metrics() -> Response:
-            # The other workers record their breaker at each IdP call; this one is read now.
-            exporter.breaker(client.idp.breaker.state)
-            return Response(exporter.render(), headers={"Content-Type": CONTENT_TYPE})
+            return Response(self.prometheus(), headers={"Content-Type": CONTENT_TYPE})
 
         app.add_url_rule(path, "rbac_abac_metrics", rbac_abac_metrics, methods=["GET"])
 
@@ -342,9 +338,12 @@ class RBACABAC:
 
         :raises ConfigurationError: the endpoint is not configured.
         """
-        exporter = self.client.metrics.exporter
+        client = self.client
+        exporter = client.metrics.exporter
         if exporter is None:
             raise ConfigurationError(
                 "rbac.prometheus() needs RBAC_ABAC_METRICS_ENDPOINT (and prometheus_client)"
             )
+        # The other workers record their breaker at each IdP call; this one is read now.
+        exporter.breaker(client.idp.breaker.state)
         return exporter.render().decode()

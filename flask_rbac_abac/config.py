@@ -52,6 +52,7 @@ DEFAULTS: dict[str, Callable[[], Any]] = {
     "RBAC_ABAC_TOKEN_CACHE_SIZE": lambda: 10000,
     "RBAC_ABAC_REQUIRE_AUTHORIZATION": lambda: _env("RBAC_ABAC_REQUIRE_AUTHORIZATION", False),
     "RBAC_ABAC_VALUE_KEYS": lambda: _env("RBAC_ABAC_VALUE_KEYS", None),
+    "RBAC_ABAC_METRICS_ENDPOINT": lambda: _env("RBAC_ABAC_METRICS_ENDPOINT", None),
 }
 
 
@@ -94,6 +95,17 @@ def http_url(value: object, key: str) -> str:
     if not isinstance(value, str) or not value.startswith(("http://", "https://")):
         raise ConfigurationError(f"{key} must be an http:// or https:// URL, got {value!r}")
     return value.rstrip("/")
+
+
+def metrics_endpoint(value: object) -> str | None:
+    """``RBAC_ABAC_METRICS_ENDPOINT``: ``None`` or empty (no endpoint), or a path: ``/metrics``."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not value.startswith("/") or any(c.isspace() for c in value):
+        raise ConfigurationError(
+            f"RBAC_ABAC_METRICS_ENDPOINT must be a URL path such as '/metrics', got {value!r}"
+        )
+    return value
 
 
 def jwt_secret(value: object) -> str | None:
@@ -139,6 +151,8 @@ class Settings:
     require_authorization: bool = False
     #: value-signing keys (key id -> secret); when set, unsigned values in Redis are misses
     value_keys: dict[str, bytes] = field(default_factory=dict)
+    #: Serve Prometheus metrics at this path (``None``: no endpoint).
+    metrics_endpoint: str | None = None
 
 
 def value_keys(config: MutableMapping[str, Any]) -> dict[str, bytes]:
@@ -221,4 +235,5 @@ def load(config: MutableMapping[str, Any]) -> Settings:
             config["RBAC_ABAC_REQUIRE_AUTHORIZATION"], "RBAC_ABAC_REQUIRE_AUTHORIZATION"
         ),
         value_keys=value_keys(config),
+        metrics_endpoint=metrics_endpoint(config["RBAC_ABAC_METRICS_ENDPOINT"]),
     )

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 
-.PHONY: test lint dist-check docs services demo bench clean
+.PHONY: test lint dist-check docs services promtool demo bench clean
 
 # The venv itself, with a current pip.
 $(VENV)/.created:
@@ -47,7 +47,15 @@ dist-check: $(VENV)/.installed
 docs: $(VENV)/.installed
 	$(VENV)/bin/sphinx-build -E -W --keep-going -q -b html docs docs/_build/html
 
-test: $(VENV)/.installed services lint dist-check docs
+# promtool (Debian's `prometheus` package) checks and unit-tests deploy/prometheus/alerts.yml in
+# tests/test_deploy.py; installed here when running as root, else that test says what is missing.
+promtool:
+	@command -v promtool >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
+	  else echo "promtool missing: install Debian's prometheus package (tests/test_deploy.py needs it)"; fi; }
+
+test: $(VENV)/.installed services promtool lint dist-check docs
 	CI=$${CI:-} $(PY) -m pytest --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
 
 demo: $(VENV)/.demo-installed

@@ -22,9 +22,11 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import click
+import requests
 from flask import current_app
 from flask.cli import AppGroup
 
+from . import metrics
 from .client import RedisAttributeClient
 from .codec import UserAttributes, validate_user_id
 from .config import DEFAULT_IDP_URL
@@ -332,10 +334,50 @@ def refresh_command(user_id: str, service: str | None) -> None:
     click.echo(json.dumps(out, indent=2, sort_keys=True))
 
 
+def _service_stats(base_url: str, timeout: float) -> dict[str, Any]:
+    """The whole running service's counters, read from its metrics endpoint at ``base_url``."""
+    path = current_app.extensions["rbac_abac"].settings.metrics_endpoint
+    if path is None:
+        raise click.ClickException(
+            "--url needs RBAC_ABAC_METRICS_ENDPOINT: the service serves no metrics endpoint"
+        )
+    if not metrics.AVAILABLE:
+        raise click.ClickException("--url needs prometheus_client (the prometheus extra)")
+    url = base_url.rstrip("/") + path
+    try:
+        response = requests.get(url, timeout=timeout, allow_redirects=False)
+    except requests.RequestException as exc:
+        raise click.ClickException(f"GET {url} failed: {type(exc).__name__}") from None
+    if response.status_code != 200:
+        raise click.ClickException(f"GET {url} answered {response.status_code}, not metrics")
+    try:
+        out = metrics.parse_stats(response.text, _client().service_name)
+    except ValueError as exc:
+        raise click.ClickException(f"GET {url} answered no Prometheus text: {exc}") from None
+    out["source"] = url
+    return out
+
+
 @rbac_abac_cli.command("stats")
-def stats_command() -> None:
-    """Print the cache counters as JSON (of this process: each worker counts for itself)."""
-    click.echo(json.dumps(_client().stats(), indent=2, sort_keys=True, default=str))
+@click.option(
+    "--url",
+    envvar="RBAC_ABAC_STATS_URL",
+    default=None,
+    help="Base URL of the running service (e.g. http://127.0.0.1:8000): read its metrics "
+    "endpoint, so the counters are every worker's. Default: this process's own counters.",
+)
+@click.option(
+    "--timeout", default=5.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds."
+)
+def stats_command(url: str | None, timeout: float) -> None:
+    """Print the cache counters as JSON: the running service's with --url, else this process's.
+
+    Without --url the counters are the ones this command's own process made (mostly zero): each
+    process counts for itself. With --url and RBAC_ABAC_METRICS_ENDPOINT they are the service's
+    (every worker's under PROMETHEUS_MULTIPROC_DIR, else the worker that answered).
+    """
+    stats = _client().stats() if url is None else _service_stats(url, timeout)
+    click.echo(json.dumps(stats, indent=2, sort_keys=True, default=str))
 
 
 def _route_protections(

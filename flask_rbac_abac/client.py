@@ -353,6 +353,8 @@ class RedisAttributeClient:
                 self.metrics.incr("breaker_rejections")
             log.warning("identity provider refresh of %s/%s failed: %s", service, user, exc)
             raise
+        finally:
+            self.metrics.breaker(self.idp.breaker.state)
         self.health.record("idp", True)
         if attrs is None:
             self.metrics.incr("idp_not_found")

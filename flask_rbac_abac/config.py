@@ -63,6 +63,7 @@ DEFAULTS: dict[str, Callable[[], Any]] = {
     "RBAC_ABAC_TOKEN_CACHE_SIZE": lambda: 10000,
     "RBAC_ABAC_REQUIRE_AUTHORIZATION": lambda: _env("RBAC_ABAC_REQUIRE_AUTHORIZATION", False),
     "RBAC_ABAC_VALUE_KEYS": lambda: _env("RBAC_ABAC_VALUE_KEYS", None),
+    "RBAC_ABAC_METRICS_ENDPOINT": lambda: _env("RBAC_ABAC_METRICS_ENDPOINT", None),
 }
 
 
@@ -105,6 +106,17 @@ def http_url(value: object, key: str) -> str:
     if not isinstance(value, str) or not value.startswith(("http://", "https://")):
         raise ConfigurationError(f"{key} must be an http:// or https:// URL, got {value!r}")
     return value.rstrip("/")
+
+
+def metrics_endpoint(value: object) -> str | None:
+    """``RBAC_ABAC_METRICS_ENDPOINT``: ``None`` or empty (no endpoint), or a path: ``/metrics``."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not value.startswith("/") or any(c.isspace() for c in value):
+        raise ConfigurationError(
+            f"RBAC_ABAC_METRICS_ENDPOINT must be a URL path such as '/metrics', got {value!r}"
+        )
+    return value
 
 
 def jwt_secret(value: object) -> str | None:
@@ -185,6 +197,8 @@ class Settings:
     jwt_user_claim: str = "sub"
     #: value-signing keys (key id -> secret); when set, unsigned values in Redis are misses
     value_keys: dict[str, bytes] = field(default_factory=dict)
+    #: Serve Prometheus metrics at this path (``None``: no endpoint).
+    metrics_endpoint: str | None = None
 
 
 def value_keys(config: MutableMapping[str, Any]) -> dict[str, bytes]:
@@ -279,4 +293,5 @@ def load(config: MutableMapping[str, Any]) -> Settings:
         jwt_algorithms=jwt_algorithms(config["RBAC_ABAC_JWT_ALGORITHMS"], symmetric=bool(secret)),
         jwt_user_claim=user_claim,
         value_keys=value_keys(config),
+        metrics_endpoint=metrics_endpoint(config["RBAC_ABAC_METRICS_ENDPOINT"]),
     )

@@ -20,16 +20,23 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
 import requests
-from flask import Flask, Request, current_app, g, jsonify, make_response, request
+from flask import Flask, Request, Response, current_app, g, jsonify, make_response, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import abort
 
 from . import config, signals
 from .client import RedisAttributeClient
 from .codec import UserAttributes, validate_user_id
-from .errors import AttributesUnavailable, IdentityUnavailable, InvalidIdentity, InvalidKeyPart
+from .decorators import public
+from .errors import (
+    AttributesUnavailable,
+    ConfigurationError,
+    IdentityUnavailable,
+    InvalidIdentity,
+    InvalidKeyPart,
+)
 from .identity import JWTVerifier, verifier_for
-from .metrics import prometheus_text
+from .metrics import CONTENT_TYPE, PrometheusMetrics
 from .routes import Protection, ViewProtection, classify, view_name
 from .rules import ERROR, Context, Decision, Rule
 
@@ -127,10 +134,22 @@ class RBACABAC:
         self._states[app] = _AppState(settings, client, self._verifier(settings))
         app.extensions["rbac_abac"] = self
         app.before_request(self._before_request)
+        if settings.metrics_endpoint is not None:
+            self._serve_metrics(app, settings.metrics_endpoint, client)
 
         from .cli import rbac_abac_cli
 
         app.cli.add_command(rbac_abac_cli)
+
+    def _serve_metrics(self, app: Flask, path: str, client: RedisAttributeClient) -> None:
+        """Count into Prometheus metrics too, and serve them at ``path`` to anyone (public)."""
+        client.metrics.exporter = PrometheusMetrics(client.service_name)
+
+        @public
+        def rbac_abac_metrics() -> Response:
+            return Response(self.prometheus(), headers={"Content-Type": CONTENT_TYPE})
+
+        app.add_url_rule(path, "rbac_abac_metrics", rbac_abac_metrics, methods=["GET"])
 
     @staticmethod
     def _verifier(settings: config.Settings) -> JWTVerifier | None:
@@ -301,7 +320,7 @@ class RBACABAC:
         self, state: _AppState, decision: Decision, user_id: Any, rule: Rule | None, req: Request
     ) -> None:
         client = state.client
-        client.metrics.incr("allowed" if decision.allowed else "denied")
+        client.metrics.decision(decision.outcome, decision.code)
         level = logging.DEBUG if decision.allowed else logging.INFO
         if audit.isEnabledFor(level):
             audit.log(
@@ -329,5 +348,16 @@ class RBACABAC:
         return self.client.stats()
 
     def prometheus(self) -> str:
-        """The current app's counters in Prometheus text format (needs prometheus_client)."""
-        return prometheus_text(self.stats(), self.client.service_name)
+        """What the current app's metrics endpoint serves (``RBAC_ABAC_METRICS_ENDPOINT``).
+
+        :raises ConfigurationError: the endpoint is not configured.
+        """
+        client = self.client
+        exporter = client.metrics.exporter
+        if exporter is None:
+            raise ConfigurationError(
+                "rbac.prometheus() needs RBAC_ABAC_METRICS_ENDPOINT (and prometheus_client)"
+            )
+        # The other workers record their breaker at each IdP call; this one is read now.
+        exporter.breaker(client.idp.breaker.state)
+        return exporter.render().decode()

@@ -1,9 +1,41 @@
-"""Counters and lookup timings, read as a dict (``stats()``) or as Prometheus text."""
+"""Counters and lookup timings: a dict for ``stats()``, and Prometheus metrics when asked for.
+
+:class:`Stats` is the one seam the client and the extension count through (``incr``,
+``observe_lookup``, ``decision``, ``breaker``). It always keeps this process's totals for
+``stats()``; with ``RBAC_ABAC_METRICS_ENDPOINT`` set it also forwards each event to a
+:class:`PrometheusMetrics`, which the endpoint serves.
+
+Several gunicorn workers: with ``PROMETHEUS_MULTIPROC_DIR`` in the environment *before the
+process starts*, ``prometheus_client`` writes every worker's values to files in that directory
+and a scrape of any worker answers for all of them (summed; the breaker gauge is the maximum of
+the live workers). Without it, each worker has its own registry and a scrape sees the one worker
+that answered.
+
+No label ever carries a user id or a token: labels are the service name, the decision's result
+(``allow``/``deny``/``error``) and its reason code, a short machine word.
+"""
 
 from __future__ import annotations
 
+import os
+import re
 import threading
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
+
+from .errors import ConfigurationError
+
+try:
+    import prometheus_client
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+    from prometheus_client.multiprocess import MultiProcessCollector
+    from prometheus_client.parser import text_string_to_metric_families
+    from prometheus_client.values import MutexValue
+except ImportError:  # the optional `prometheus` extra is not installed
+    prometheus_client = None  # type: ignore[assignment]
+
+#: ``prometheus_client`` is installed (the ``prometheus`` extra).
+AVAILABLE = prometheus_client is not None
 
 COUNTERS = (
     "l1_hits",
@@ -12,6 +44,7 @@ COUNTERS = (
     "l2_misses",
     "auto_refreshes",
     "manual_refreshes",
+    "refresh_ahead",
     "refresh_waits",
     "idp_errors",
     "idp_not_found",
@@ -24,69 +57,232 @@ COUNTERS = (
     "allowed",
     "denied",
 )
+#: Counted in ``stats()`` only: Prometheus has them as ``rbac_abac_decisions_total{result}``.
+DECISION_COUNTERS = frozenset({"allowed", "denied"})
+#: Every metric is named ``rbac_abac_...``.
+PREFIX = "rbac_abac_"
+#: Seconds: an L2 hit is well under a millisecond, an IdP call can take the read timeout.
+LOOKUP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+#: A reason code that does not look like one is counted as ``other`` (bounded label values).
+_REASON = re.compile(r"[a-z][a-z0-9_]{0,63}")
+#: The environment variable of ``prometheus_client``'s multiprocess mode.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+ENDPOINT_KEY = "RBAC_ABAC_METRICS_ENDPOINT"
+
+
+def derived(out: dict[str, Any], lookups: float, seconds: float) -> dict[str, Any]:
+    """Add the figures computed from the counters (ratios and averages) to ``out``."""
+    # Lookups that went past L1 are timed; L1 hits do no I/O and are only counted.
+    out["timed_lookups"] = lookups
+    out["lookup_seconds_total"] = seconds
+    out["lookup_avg_ms"] = (seconds / lookups * 1000.0) if lookups else 0.0
+    hits = out["l1_hits"] + out["l2_hits"]
+    total_lookups = out["l1_hits"] + out["l1_misses"]
+    out["lookups"] = total_lookups
+    out["hit_ratio"] = hits / total_lookups if total_lookups else 0.0
+    return out
 
 
 class Stats:
-    """Thread-safe counters plus a running total of lookup time."""
+    """Thread-safe counters plus a running total of lookup time.
+
+    :attr exporter: the app's :class:`PrometheusMetrics`, or ``None`` (no endpoint configured).
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(COUNTERS, 0)
         self._lookups = 0
         self._lookup_seconds = 0.0
+        self.exporter: PrometheusMetrics | None = None
 
     def incr(self, name: str, amount: int = 1) -> None:
         with self._lock:
             self._counts[name] += amount
+        if self.exporter is not None:
+            self.exporter.incr(name, amount)
 
     def observe_lookup(self, seconds: float) -> None:
         with self._lock:
             self._lookups += 1
             self._lookup_seconds += seconds
+        if self.exporter is not None:
+            self.exporter.lookup.observe(seconds)
+
+    def decision(self, result: str, code: str) -> None:
+        """Count a decision: ``result`` (``allow``, ``deny``, ``error``) and its reason ``code``."""
+        self.incr("allowed" if result == "allow" else "denied")
+        if self.exporter is not None:
+            self.exporter.decision(result, code)
+
+    def breaker(self, state: str) -> None:
+        """Record the IdP circuit breaker's state (``closed``, ``open`` or ``half-open``)."""
+        if self.exporter is not None:
+            self.exporter.breaker(state)
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             out: dict[str, Any] = dict(self._counts)
             lookups, total = self._lookups, self._lookup_seconds
-        # Lookups that went past L1 are timed; L1 hits do no I/O and are only counted.
-        out["timed_lookups"] = lookups
-        out["lookup_seconds_total"] = total
-        out["lookup_avg_ms"] = (total / lookups * 1000.0) if lookups else 0.0
-        hits = out["l1_hits"] + out["l2_hits"]
-        total_lookups = out["l1_hits"] + out["l1_misses"]
-        out["lookups"] = total_lookups
-        out["hit_ratio"] = hits / total_lookups if total_lookups else 0.0
-        return out
+        return derived(out, lookups, total)
 
 
-def prometheus_text(snapshot: dict[str, Any], service_name: str) -> str:
-    """Render ``snapshot`` in the Prometheus text format (needs ``prometheus_client``)."""
-    from prometheus_client import CollectorRegistry, generate_latest
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+def require_prometheus(key: str) -> None:
+    """Raise :class:`ConfigurationError` naming ``key`` when ``prometheus_client`` is missing."""
+    if not AVAILABLE:
+        raise ConfigurationError(
+            f"{key} is set but prometheus_client is not installed: "
+            'pip install "flask-rbac-abac[prometheus]"'
+        )
 
-    class _Collector:
-        def collect(self) -> Any:
-            for name in COUNTERS:
-                family = CounterMetricFamily(
-                    f"rbac_abac_{name}",
-                    f"flask-rbac-abac {name.replace('_', ' ')}",
-                    labels=["service"],
-                )
-                family.add_metric([service_name], snapshot[name])
-                yield family
-            lookups = CounterMetricFamily(
-                "rbac_abac_lookup_seconds", "time spent loading attributes", labels=["service"]
-            )
-            lookups.add_metric([service_name], snapshot["lookup_seconds_total"])
-            yield lookups
-            breaker = GaugeMetricFamily(
-                "rbac_abac_breaker_open",
-                "1 while the IdP circuit breaker is open",
-                labels=["service"],
-            )
-            breaker.add_metric([service_name], 1.0 if snapshot.get("breaker_open") else 0.0)
-            yield breaker
 
+def multiprocess_dir(key: str) -> str | None:
+    """The multiprocess directory, checked; ``None`` in single-process mode.
+
+    :raises ConfigurationError: the directory does not exist, or the variable was set after
+        ``prometheus_client`` was imported (its values would not reach the directory).
+    """
+    path = os.environ.get(MULTIPROC_ENV) or None
+    single = prometheus_client.values.ValueClass is MutexValue
+    if path is None and not single:
+        raise ConfigurationError(f"{key}: {MULTIPROC_ENV} was unset after startup")
+    if path is None:
+        return None
+    if single:
+        raise ConfigurationError(
+            f"{key}: {MULTIPROC_ENV} must be in the process's environment before "
+            "prometheus_client is imported (set it where gunicorn is started)"
+        )
+    if not os.path.isdir(path):
+        raise ConfigurationError(f"{key}: {MULTIPROC_ENV}={path!r} is not a directory")
+    return path
+
+
+def exposition(own: Any, live: Iterable[Any] = ()) -> bytes:
+    """The Prometheus text of ``own`` (a registry) plus ``live`` collectors, read now.
+
+    In multiprocess mode every worker's values come from the files instead of ``own``.
+    """
     registry = CollectorRegistry()
-    registry.register(_Collector())
-    return generate_latest(registry).decode()
+    source = own
+    if os.environ.get(MULTIPROC_ENV):
+        source = MultiProcessCollector(None)  # type: ignore[no-untyped-call]
+    for collector in (source, *live):
+        registry.register(collector)
+    body: bytes = prometheus_client.generate_latest(registry)
+    return body
+
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class PrometheusMetrics:
+    """One app's Prometheus metrics, in a registry of its own (two apps stay apart).
+
+    :param service_name: the ``service`` label of every metric.
+    :raises ConfigurationError: ``prometheus_client`` is missing or multiprocess mode is
+        misconfigured (the message names ``RBAC_ABAC_METRICS_ENDPOINT``).
+    """
+
+    def __init__(self, service_name: str) -> None:
+        require_prometheus(ENDPOINT_KEY)
+        self.multiprocess = multiprocess_dir(ENDPOINT_KEY) is not None
+        self.registry = CollectorRegistry()
+        self.service_name = service_name
+        self._counters = {
+            name: Counter(
+                PREFIX + name,
+                f"flask-rbac-abac: {name.replace('_', ' ')}",
+                ["service"],
+                registry=self.registry,
+            ).labels(service_name)
+            for name in COUNTERS
+            if name not in DECISION_COUNTERS
+        }
+        self._decisions = Counter(
+            PREFIX + "decisions",
+            "authorization decisions by result (allow, deny, error) and reason code",
+            ["service", "result", "reason"],
+            registry=self.registry,
+        )
+        self.lookup = Histogram(
+            PREFIX + "lookup_seconds",
+            "time to load attributes past L1 (L2, or a refresh from the IdP)",
+            ["service"],
+            buckets=LOOKUP_BUCKETS,
+            registry=self.registry,
+        ).labels(service_name)
+        self._breaker = Gauge(
+            PREFIX + "breaker_open",
+            "1 while the IdP circuit breaker refuses calls (open or half-open), else 0",
+            ["service"],
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        ).labels(service_name)
+        self._breaker.set(0)
+
+    def incr(self, name: str, amount: int = 1) -> None:
+        counter = self._counters.get(name)
+        if counter is not None:
+            counter.inc(amount)
+
+    def decision(self, result: str, code: str) -> None:
+        reason = code if _REASON.fullmatch(code) else "other"
+        self._decisions.labels(self.service_name, result, reason).inc()
+
+    def breaker(self, state: str) -> None:
+        self._breaker.set(0 if state == "closed" else 1)
+
+    def render(self) -> bytes:
+        """The text a scrape gets: this process's values, or every worker's (multiprocess)."""
+        return exposition(self.registry)
+
+
+def exported_names(registry: Any) -> set[str]:
+    """Every series name ``registry``'s metric families produce (``_total``, ``_bucket``, ...)."""
+    suffixes = {
+        "counter": ("_total",),
+        "histogram": ("_bucket", "_sum", "_count"),
+        "gauge": ("",),
+    }
+    return {
+        family.name + suffix
+        for family in registry.collect()
+        for suffix in suffixes.get(family.type, ("",))
+    }
+
+
+def _samples(text: str, service: str) -> Iterator[tuple[str, Mapping[str, str], float]]:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.labels.get("service", service) == service:
+                yield sample.name, sample.labels, sample.value
+
+
+def parse_stats(text: str, service: str) -> dict[str, Any]:
+    """The ``stats()`` dict rebuilt from a scrape of ``service``'s metrics endpoint.
+
+    :raises ValueError: ``text`` is not the Prometheus text format.
+    """
+    out: dict[str, Any] = dict.fromkeys(COUNTERS, 0)
+    decisions: dict[str, dict[str, int]] = {}
+    lookups = seconds = 0.0
+    breaker = 0.0
+    for name, labels, value in _samples(text, service):
+        base = name.removeprefix(PREFIX)
+        if base.endswith("_total") and base[: -len("_total")] in out:
+            out[base[: -len("_total")]] += int(value)
+        elif base == "decisions_total":
+            by_reason = decisions.setdefault(labels.get("result", "?"), {})
+            by_reason[labels.get("reason", "?")] = int(value)
+        elif base == "lookup_seconds_count":
+            lookups += value
+        elif base == "lookup_seconds_sum":
+            seconds += value
+        elif base == "breaker_open":
+            breaker = max(breaker, value)
+    out["allowed"] = sum(decisions.get("allow", {}).values())
+    out["denied"] = sum(sum(d.values()) for r, d in decisions.items() if r != "allow")
+    out["decisions"] = decisions
+    out["breaker_open"] = breaker >= 1
+    return derived(out, int(lookups), seconds)

@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Flask
 
-from . import cli, converters, errors, outbox, ratelimit, settings, views
+from . import cli, converters, errors, metrics, outbox, ratelimit, settings, views
 from .extensions import db
 
 __all__ = ["create_app", "db"]
@@ -56,6 +56,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     converters.register(app)  # before the blueprints, whose rules use them
     views.register(app)
     ratelimit.init_app(app)
+    metrics.init_app(app, outbox.backlog)
     cli.register(app)
     outbox.init_app(app)
     _apps.add(app)

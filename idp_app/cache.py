@@ -27,6 +27,8 @@ from flask_rbac_abac.codec import Invalidation, StoreResult, UserAttributes
 from flask_rbac_abac.connection import connect
 from flask_rbac_abac.errors import DecodeError
 
+from . import metrics
+
 logger = logging.getLogger("idp_app.cache")
 
 REDIS_ERRORS = (redis.RedisError, RedisClusterException, OSError)
@@ -165,7 +167,9 @@ def publish(message: Invalidation) -> bool:
     try:
         codec.publish_invalidation(_redis(), message, _prefix())
     except REDIS_ERRORS as exc:
+        metrics.published(False)
         return _failed("publish", exc)
+    metrics.published(True)
     return True
 
 

@@ -57,6 +57,7 @@ ENV_KEYS = (
     "IDP_OUTBOX_POLL_INTERVAL",
     "IDP_OUTBOX_BACKOFF_MAX",
     "RBAC_ABAC_VALUE_KEYS",
+    "IDP_METRICS_ENABLED",
 )
 
 DEFAULTS: dict[str, Any] = {
@@ -83,6 +84,7 @@ DEFAULTS: dict[str, Any] = {
     "IDP_TOKEN_RATE_LIMIT_PER_ADDRESS": "30/minute",
     "IDP_TOKEN_RATE_LIMIT_STORAGE_URI": None,  # None: the Redis URL (memory when TESTING)
     "IDP_PROXY_FIX_X_FOR": 0,  # trusted proxies in front of the IdP; 0: X-Forwarded-For ignored
+    "IDP_METRICS_ENABLED": False,
 }
 
 
@@ -184,6 +186,7 @@ def validate(config: MutableMapping[str, Any], instance_path: str) -> None:
         config[key] = positive_float(config[key], key)
     _non_empty_str(config, "IDP_PASSWORD_HASH_METHOD")
     config["MAX_CONTENT_LENGTH"] = positive_int(config["MAX_CONTENT_LENGTH"], "MAX_CONTENT_LENGTH")
+    config["IDP_METRICS_ENABLED"] = as_bool(config["IDP_METRICS_ENABLED"], "IDP_METRICS_ENABLED")
     _validate_rate_limits(config)
 
 

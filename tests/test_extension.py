@@ -400,14 +400,6 @@ def test_decision_signal_and_audit_log_without_token(app, client, caplog) -> Non
     assert headers["Authorization"].split()[1] not in caplog.text
 
 
-def test_prometheus_text(app, client) -> None:
-    client.get("/invoices", headers=bearer(2))
-    with app.app_context():
-        text = app.extensions["rbac_abac"].prometheus()
-    assert 'rbac_abac_allowed_total{service="billing_api"} 1.0' in text
-    assert 'rbac_abac_auto_refreshes_total{service="billing_api"} 1.0' in text
-
-
 def test_current_attributes_in_unprotected_view_loads_on_demand(backend, key_prefix, idp) -> None:
     idp.add(1, roles=["admin"])
     app = build_app(backend, key_prefix)

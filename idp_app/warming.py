@@ -178,13 +178,14 @@ def _values(service_id: int, users: list[User]) -> list[UserAttributes]:
         )
     ):
         roles.setdefault(user_id, []).append(role)
-    versions = dict(
-        db.session.execute(
+    versions = {
+        user_id: version
+        for user_id, version in db.session.execute(
             select(UserServiceVersion.user_id, UserServiceVersion.version).where(
                 UserServiceVersion.service_id == service_id, UserServiceVersion.user_id.in_(ids)
             )
-        ).tuples()
-    )
+        )
+    }
     # Read after the users were locked: see the module's docstring.
     service = db.session.get(Service, service_id, populate_existing=True)
     if service is None:  # deleted meanwhile: nobody is known to it any more

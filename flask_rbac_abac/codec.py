@@ -504,7 +504,11 @@ def write_attributes_batch(
         pipe = client.pipeline(transaction=False)
         for index in pending:
             attrs, ttl = entries[index]
-            pipe.evalsha(
+            # Through execute_command: redis-py's cluster pipeline refuses its evalsha() helper
+            # (it cannot load scripts on its own), but routes the command by its key like any
+            # other; NOSCRIPT is handled here instead.
+            pipe.execute_command(
+                "EVALSHA",
                 _STORE_IF_NEWER_SHA,
                 1,
                 attributes_key(prefix, attrs.service_name, attrs.user_id),

@@ -217,6 +217,10 @@ def _selection(all_users: bool, active_since: str | None, users: str | None) -> 
         raise click.BadParameter(exc.message) from None
 
 
+def _on_a_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
 @click.command("warm-cache")
 @with_appcontext
 @click.option("--service", "service_name", required=True, help="the service to warm")
@@ -230,7 +234,7 @@ def warm_cache(
     selection = _selection(all_users, active_since, users)
     try:
         service = operations.get_service(validation.service_name(service_name))
-        if sys.stdout.isatty():
+        if _on_a_terminal():
             total = warming.count(service, selection)
             with click.progressbar(length=total, label=f"warming {service.name}") as bar:
                 result = warming.warm(service.name, selection, progress=bar.update)

@@ -78,7 +78,7 @@ def count(service: Service, selection: Selection) -> int:
     """How many users ``selection`` names (ids asked for, or users it will select): for progress."""
     if selection.user_ids is not None:
         return len(selection.user_ids)
-    query = select(func.count()).select_from(_selected(service, selection).subquery())
+    query = select(func.count()).select_from(_selected(service.id, selection).subquery())
     return int(db.session.execute(query).scalar_one())
 
 
@@ -100,7 +100,7 @@ def warm(
     service_id = service.id
     result = WarmResult(service.name)
     db.session.commit()
-    for asked, users in _batches(service, selection, batch_size):
+    for asked, users in _batches(service_id, selection, batch_size):
         values = _values(service_id, users)
         known = {attrs.user_id for attrs in values}
         result.unknown.extend(i for i in asked if i not in known)
@@ -128,11 +128,11 @@ def _write(values: Sequence[UserAttributes]) -> int | None:
     return None if landed is None else sum(landed)
 
 
-def _selected(service: Service, selection: Selection) -> Select[tuple[User]]:
+def _selected(service_id: int, selection: Selection) -> Select[tuple[User]]:
     """Active users holding a role in ``service`` (seen since ``active_since`` if given)."""
     query = select(User).where(
         User.active.is_(True),
-        User.id.in_(select(RoleAssignment.user_id).where(RoleAssignment.service_id == service.id)),
+        User.id.in_(select(RoleAssignment.user_id).where(RoleAssignment.service_id == service_id)),
     )
     if selection.active_since is not None:
         query = query.where(User.last_seen_at >= selection.active_since)
@@ -140,7 +140,7 @@ def _selected(service: Service, selection: Selection) -> Select[tuple[User]]:
 
 
 def _batches(
-    service: Service, selection: Selection, size: int
+    service_id: int, selection: Selection, size: int
 ) -> Iterator[tuple[list[int], list[User]]]:
     """``(ids asked for, their locked rows)`` per batch; for a query selection the ids asked for
     are the ones found (none can be unknown)."""
@@ -154,7 +154,7 @@ def _batches(
         return
     after = 0
     while True:
-        users = _locked(_selected(service, selection).where(User.id > after).limit(size))
+        users = _locked(_selected(service_id, selection).where(User.id > after).limit(size))
         if not users:
             return
         after = users[-1].id

@@ -50,7 +50,7 @@ TIME_BUDGET_S = 100
 CASE_DEADLINE = timedelta(seconds=5)
 #: Operations in ``idp_app/openapi.json``, each one fuzzed, less the document's own
 #: ``GET /api/openapi.json`` that Schemathesis leaves out (``test_openapi.py`` checks that one).
-FUZZED_OPERATIONS = 8
+FUZZED_OPERATIONS = 9
 
 #: The seeded service and users (see ``seeded``) that aimed cases point at.
 SERVICE = "billing_api"
@@ -123,6 +123,8 @@ def _aim(case: schemathesis.Case, operation_id: str, user_id: int, roles: list[s
             case.path_parameters["service_name"] = SERVICE
     if operation_id == "refreshUserCache" and isinstance(case.body, dict):
         case.body.update(user_id=user_id, service_name=SERVICE)
+    if operation_id == "warmCache" and isinstance(case.body, dict):
+        case.body["service_name"] = SERVICE
     if operation_id == "setRoles" and isinstance(case.body, dict):
         case.body["roles"] = roles
 
@@ -196,7 +198,7 @@ def test_every_response_matches_the_document(seeded: tuple[Any, str]) -> None:
         assert sent[f"{key} positive"] >= 50, sent
         assert sent[f"{key} negative"] >= 30, sent
     # The aimed cases reached existing users and roles: the paths past validation ran.
-    for key in ("refreshUserCache", "setRoles", "updateAttributes", "createUser"):
+    for key in ("refreshUserCache", "setRoles", "updateAttributes", "createUser", "warmCache"):
         assert sent[f"{key} positive 2xx"] >= 5, sent
 
 

@@ -354,6 +354,41 @@ BOTH_REJECT = [
         {"user_id": 1.5, "service_name": "billing_api"},
         "user_id must be an integer between 1 and 2**63-1",
     ),
+    (
+        "POST",
+        "/api/warm-cache/",
+        "WarmRequest",
+        {"service_name": "billing_api"},
+        "give exactly one of user_ids, active_since, all",
+    ),
+    (
+        "POST",
+        "/api/warm-cache/",
+        "WarmRequest",
+        {"service_name": "billing_api", "all": True, "active_since": "2026-11-26T08:00:00Z"},
+        "give exactly one of user_ids, active_since, all (got active_since, all)",
+    ),
+    (
+        "POST",
+        "/api/warm-cache/",
+        "WarmRequest",
+        {"service_name": "billing_api", "all": False},
+        "all must be true",
+    ),
+    (
+        "POST",
+        "/api/warm-cache/",
+        "WarmRequest",
+        {"service_name": "billing_api", "user_ids": []},
+        "user_ids must be a list of 1 to 10000 user ids",
+    ),
+    (
+        "POST",
+        "/api/warm-cache/",
+        "WarmRequest",
+        {"service_name": "billing_api", "user_ids": [1, 0]},
+        "user_ids[1] must be an integer between 1 and 2**63-1",
+    ),
 ]
 
 

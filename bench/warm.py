@@ -170,7 +170,7 @@ def warm_one_by_one(app: Flask, user_ids: range) -> float:
                 continue
             user = rows[0][0]
             attrs = operations.value_from_rows(
-                user, service, [r[1] for r in rows], int(rows[0][2] or 0)
+                user.id, user.attributes, service, [r[1] for r in rows], int(rows[0][2] or 0)
             )
             client.set(
                 attributes_key(config["RBAC_ABAC_KEY_PREFIX"], SERVICE, user_id),

@@ -26,6 +26,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from flask import current_app
 from sqlalchemy import Select, func, select
@@ -100,10 +101,10 @@ def warm(
     service_id = service.id
     result = WarmResult(service.name)
     db.session.commit()
-    for asked, users in _batches(service_id, selection, batch_size):
-        values = _values(service_id, users)
+    for batch in _batches(service_id, selection, batch_size):
+        values = _values(service_id, batch)
         known = {attrs.user_id for attrs in values}
-        result.unknown.extend(i for i in asked if i not in known)
+        result.unknown.extend(i for i in batch.asked if i not in known)
         written = _write(values)
         db.session.commit()  # releases the batch's row locks, now that Redis has the values
         if written is None:
@@ -115,7 +116,7 @@ def warm(
         result.warmed += written
         metrics.warmed(written)
         if progress is not None:
-            progress(len(asked))
+            progress(len(batch.asked))
     result.seconds = time.perf_counter() - started
     return result
 
@@ -128,9 +129,24 @@ def _write(values: Sequence[UserAttributes]) -> int | None:
     return None if landed is None else sum(landed)
 
 
-def _selected(service_id: int, selection: Selection) -> Select[tuple[User]]:
-    """Active users holding a role in ``service`` (seen since ``active_since`` if given)."""
-    query = select(User).where(
+#: The user columns a value is built from.
+_COLUMNS = (User.id, User.attributes)
+
+
+@dataclass(frozen=True)
+class _Batch:
+    #: The ids this batch answers for (all asked-for ids, or the ones a query selected).
+    asked: list[int]
+    #: ``(id, attributes)`` of the active users among them, locked.
+    users: list[tuple[int, Any]]
+    #: The ids are every selected user from the first to the last: related rows can be read by
+    #: id range, cheaper than a list of 1000 bound parameters.
+    contiguous: bool
+
+
+def _selected(service_id: int, selection: Selection) -> Select[tuple[int, Any]]:
+    """Active users holding a role in the service (seen since ``active_since`` if given)."""
+    query = select(*_COLUMNS).where(
         User.active.is_(True),
         User.id.in_(select(RoleAssignment.user_id).where(RoleAssignment.service_id == service_id)),
     )
@@ -139,42 +155,46 @@ def _selected(service_id: int, selection: Selection) -> Select[tuple[User]]:
     return query
 
 
-def _batches(
-    service_id: int, selection: Selection, size: int
-) -> Iterator[tuple[list[int], list[User]]]:
-    """``(ids asked for, their locked rows)`` per batch; for a query selection the ids asked for
-    are the ones found (none can be unknown)."""
+def _batches(service_id: int, selection: Selection, size: int) -> Iterator[_Batch]:
     if selection.user_ids is not None:
         ids = sorted(set(selection.user_ids))
         for start in range(0, len(ids), size):
             asked = ids[start : start + size]
             possible = [i for i in asked if i <= MAX_DB_ID]  # larger ids cannot exist
-            users = _locked(select(User).where(User.id.in_(possible), User.active.is_(True)))
-            yield asked, users
+            query = select(*_COLUMNS).where(User.id.in_(possible), User.active.is_(True))
+            yield _Batch(asked, _locked(query), contiguous=False)
         return
     after = 0
     while True:
         users = _locked(_selected(service_id, selection).where(User.id > after).limit(size))
         if not users:
             return
-        after = users[-1].id
-        yield [u.id for u in users], users
+        after = users[-1][0]
+        yield _Batch([user_id for user_id, _ in users], users, contiguous=True)
 
 
-def _locked(query: Select[tuple[User]]) -> list[User]:
+def _locked(query: Select[tuple[int, Any]]) -> list[tuple[int, Any]]:
     query = query.order_by(User.id).with_for_update(of=User)
-    return list(db.session.execute(query.execution_options(populate_existing=True)).scalars())
+    return [(row[0], row[1]) for row in db.session.execute(query)]
 
 
-def _values(service_id: int, users: list[User]) -> list[UserAttributes]:
-    """The values of ``users`` in the service, from three bulk reads; role-less users left out."""
-    if not users:
+def _values(service_id: int, batch: _Batch) -> list[UserAttributes]:
+    """The values of the batch's users in the service, from three bulk reads; users without a
+    role there are left out."""
+    if not batch.users:
         return []
-    ids = [u.id for u in users]
+    ids = [user_id for user_id, _ in batch.users]
+    roles_of = RoleAssignment.user_id
+    versions_of = UserServiceVersion.user_id
+    if batch.contiguous:
+        which_roles = roles_of.between(ids[0], ids[-1])
+        which_versions = versions_of.between(ids[0], ids[-1])
+    else:
+        which_roles, which_versions = roles_of.in_(ids), versions_of.in_(ids)
     roles: dict[int, list[str]] = {}
     for user_id, role in db.session.execute(
         select(RoleAssignment.user_id, RoleAssignment.role).where(
-            RoleAssignment.service_id == service_id, RoleAssignment.user_id.in_(ids)
+            RoleAssignment.service_id == service_id, which_roles
         )
     ):
         roles.setdefault(user_id, []).append(role)
@@ -182,7 +202,7 @@ def _values(service_id: int, users: list[User]) -> list[UserAttributes]:
         user_id: version
         for user_id, version in db.session.execute(
             select(UserServiceVersion.user_id, UserServiceVersion.version).where(
-                UserServiceVersion.service_id == service_id, UserServiceVersion.user_id.in_(ids)
+                UserServiceVersion.service_id == service_id, which_versions
             )
         )
     }
@@ -191,9 +211,12 @@ def _values(service_id: int, users: list[User]) -> list[UserAttributes]:
     if service is None:  # deleted meanwhile: nobody is known to it any more
         return []
     values = []
-    for user in users:
+    for user_id, attributes in batch.users:
+        held = roles.get(user_id)
+        if not held:
+            continue
         attrs = operations.value_from_rows(
-            user, service, roles.get(user.id, ()), int(versions.get(user.id) or 0)
+            user_id, attributes, service, held, int(versions.get(user_id) or 0)
         )
         if attrs.roles:
             values.append(attrs)

@@ -40,8 +40,9 @@ from .models import MAX_DB_ID, RoleAssignment, Service, User, UserServiceVersion
 
 #: Users per batch: one pipeline and four queries each.
 BATCH_SIZE = 1000
-#: The most ids one ``user_ids`` request may name.
-MAX_USER_IDS = 10000
+#: The most ids one ``user_ids`` request may name: 5000 ids of up to 10 digits (every id the
+#: database can hold) fit in the 64 KiB a request body may have.
+MAX_USER_IDS = 5000
 #: A key's TTL is the configured one less a random part of up to this fraction of it.
 JITTER = 0.1
 
@@ -54,10 +55,6 @@ class Selection:
 
     user_ids: tuple[int, ...] | None = None
     active_since: float | None = None
-
-    @property
-    def everyone(self) -> bool:
-        return self.user_ids is None and self.active_since is None
 
 
 @dataclass
@@ -78,7 +75,7 @@ def jittered_ttl(ttl: int) -> int:
 def count(service: Service, selection: Selection) -> int:
     """How many users ``selection`` names (ids asked for, or users it will select): for progress."""
     if selection.user_ids is not None:
-        return len(selection.user_ids)
+        return len(set(selection.user_ids))
     query = select(func.count()).select_from(_selected(service.id, selection).subquery())
     return int(db.session.execute(query).scalar_one())
 
@@ -100,7 +97,7 @@ def warm(
     service = operations.get_service(service_name)
     service_id = service.id
     result = WarmResult(service.name)
-    db.session.commit()
+    db.session.commit()  # each batch is then one short transaction of its own
     for batch in _batches(service_id, selection, batch_size):
         values = _values(service_id, batch)
         known = {attrs.user_id for attrs in values}

@@ -380,7 +380,7 @@ BOTH_REJECT = [
         "/api/warm-cache/",
         "WarmRequest",
         {"service_name": "billing_api", "user_ids": []},
-        "user_ids must be a list of 1 to 10000 user ids",
+        "user_ids must be a list of 1 to 5000 user ids",
     ),
     (
         "POST",

@@ -232,15 +232,15 @@ DATE_ERROR = "active_since must be an ISO 8601 date-time with a timezone, like 2
         ({"service_name": "billing_api", "all": 1}, "all must be true"),
         (
             {"service_name": "billing_api", "user_ids": []},
-            "user_ids must be a list of 1 to 10000 user ids",
+            "user_ids must be a list of 1 to 5000 user ids",
         ),
         (
             {"service_name": "billing_api", "user_ids": 5},
-            "user_ids must be a list of 1 to 10000 user ids",
+            "user_ids must be a list of 1 to 5000 user ids",
         ),
         (
-            {"service_name": "billing_api", "user_ids": list(range(1, 10002))},
-            "user_ids must be a list of 1 to 10000 user ids",
+            {"service_name": "billing_api", "user_ids": list(range(1, 5002))},
+            "user_ids must be a list of 1 to 5000 user ids",
         ),
         (
             {"service_name": "billing_api", "user_ids": [1, "2"]},
@@ -270,6 +270,14 @@ def test_bad_input_is_a_400_naming_the_problem(
     r = warm(api, body)
     assert r.status_code == 400, r.json
     assert r.json == {"success": False, "error": error}
+
+
+def test_the_longest_id_list_fits_in_a_request_body(api: Api, people: dict[str, int]) -> None:
+    """5000 ids of the most digits the database holds stay under the 64 KiB body limit."""
+    ids = [2**31 - 1 - i for i in range(warming.MAX_USER_IDS)]
+    r = warm(api, {"service_name": "billing_api", "user_ids": ids})
+    assert r.status_code == 200, r.json
+    assert (r.json["warmed"], r.json["unknown"]) == (0, sorted(ids))
 
 
 def test_bad_input_is_checked_before_the_service_token(api: Api) -> None:

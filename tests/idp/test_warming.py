@@ -19,6 +19,7 @@ from flask_rbac_abac.codec import UserAttributes, attributes_key, decode_value
 from flask_rbac_abac.connection import close, connect
 from idp_app import activity, db, operations, warming
 from idp_app.models import User
+from tests.servers import free_port
 
 from .conftest import ADMIN, Api, bearer
 
@@ -289,8 +290,6 @@ def test_bad_input_is_checked_before_the_service_token(api: Api) -> None:
 
 
 def test_redis_down_is_a_503(make_app: Any, sqlite_url: str, real_redis: Any) -> None:
-    from tests.servers import free_port
-
     app = make_app(sqlite_url, RBAC_ABAC_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
     api = Api(app.test_client())
     api.service()

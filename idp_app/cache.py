@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis
@@ -229,3 +229,34 @@ def clear_coalesce(user_id: int, service_names: Iterable[str]) -> None:
             _redis().delete(coalesce_key(prefix, name, user_id))
         except REDIS_ERRORS as exc:
             _failed("coalesce", exc)
+
+
+def write_batch(entries: Sequence[tuple[UserAttributes, int]]) -> list[bool] | None:
+    """Write many ``(value, ttl)`` pairs in one pipeline: :func:`write` for a batch.
+
+    Per entry ``True`` when written, ``False`` when a newer value was kept; ``None`` when Redis
+    failed (some entries may have landed: each is a safe compare-and-set, so the caller may
+    simply try again). With value-signing keys, an entry kept as newer is checked through
+    :func:`write` (one call each: rare), which replaces it when this IdP did not sign it.
+    """
+    keys = current_app.config["RBAC_ABAC_VALUE_KEYS"]
+    try:
+        results = codec.write_attributes_batch(_redis(), entries, _prefix(), keys=keys)
+    except REDIS_ERRORS as exc:
+        _failed("batch write", exc)
+        return None
+    landed = []
+    for (attrs, _), result in zip(entries, results, strict=True):
+        if result is StoreResult.KEPT_NEWER and keys:
+            again = write(attrs)
+            if again is None:
+                return None
+            landed.append(again)
+            continue
+        if result is StoreResult.REPAIRED:
+            _count_repair()
+            logger.warning(
+                "overwrote a corrupt cached value for %s/%s", attrs.service_name, attrs.user_id
+            )
+        landed.append(result.landed)
+    return landed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 from typing import Any
 
@@ -11,7 +12,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
-from . import operations, outbox, signing_keys, validation
+from . import operations, outbox, signing_keys, validation, warming
 from .errors import ApiError
 from .extensions import db
 
@@ -208,6 +209,64 @@ def sync_outbox(loop: bool) -> None:
         raise SystemExit(1)
 
 
+def _selection(all_users: bool, active_since: str | None, users: str | None) -> warming.Selection:
+    given = [
+        flag
+        for flag, value in (
+            ("--all", all_users),
+            ("--active-since", active_since),
+            ("--users", users),
+        )
+        if value
+    ]
+    if len(given) != 1:
+        raise click.UsageError("give exactly one of --all, --active-since, --users")
+    if all_users:
+        return warming.Selection()
+    try:
+        if active_since is not None:
+            return warming.Selection(
+                active_since=validation.date_time(active_since, "--active-since")
+            )
+        ids = [part.strip() for part in (users or "").split(",")]
+        if not all(part.isascii() and part.isdigit() for part in ids):
+            raise ApiError(400, "--users must be user ids separated by commas, like 1,2,3")
+        return warming.Selection(user_ids=tuple(validation.user_id(int(i)) for i in ids))
+    except ApiError as exc:
+        raise click.BadParameter(exc.message) from None
+
+
+def _on_a_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+@click.command("warm-cache")
+@with_appcontext
+@click.option("--service", "service_name", required=True, help="the service to warm")
+@click.option("--all", "all_users", is_flag=True, help="every user with a role in the service")
+@click.option("--active-since", help="users seen since this ISO 8601 time, e.g. 2026-11-26T08:00Z")
+@click.option("--users", help="user ids: 1,2,3")
+def warm_cache(
+    service_name: str, all_users: bool, active_since: str | None, users: str | None
+) -> None:
+    """Write the service's cached values for the selected users to Redis, in batches."""
+    selection = _selection(all_users, active_since, users)
+    try:
+        service = operations.get_service(validation.service_name(service_name))
+        if _on_a_terminal():
+            total = warming.count(service, selection)
+            with click.progressbar(length=total, label=f"warming {service.name}") as bar:
+                result = warming.warm(service.name, selection, progress=bar.update)
+        else:
+            result = warming.warm(service.name, selection)
+    except ApiError as exc:
+        raise _fail(exc) from None
+    click.echo(
+        f"warmed {result.warmed} users for {result.service_name} in {result.seconds:.2f} s "
+        f"({len(result.unknown)} unknown)"
+    )
+
+
 def register(app: Flask) -> None:
     commands = (
         init_db,
@@ -217,6 +276,7 @@ def register(app: Flask) -> None:
         assign_role,
         seed_demo,
         sync_outbox,
+        warm_cache,
     )
     for command in commands:
         app.cli.add_command(command)

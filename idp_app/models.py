@@ -37,6 +37,10 @@ class User(db.Model):  # type: ignore[name-defined,misc]
     active: Mapped[bool] = mapped_column(default=True)
     attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(default=_now)
+    #: Unix time the user last got a token or was refreshed, to within
+    #: :data:`idp_app.activity.GRANULARITY` (so recording it is not a write per request); NULL:
+    #: never seen. Cache warming selects by it (``active_since``).
+    last_seen_at: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)
 
 
 class Service(db.Model):  # type: ignore[name-defined,misc]

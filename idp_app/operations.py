@@ -125,19 +125,34 @@ def build_attributes(user: User, service: Service, version: int | None = None) -
     Only the attributes the service's registration lists are included (all of them when it
     lists none): a service sees what it declared it needs, not every other service's data.
     """
-    roles = roles_of(user.id, service)
-    permissions = {p for role in roles for p in service.manifest.get(role, ())}
-    attributes = dict(user.attributes or {})
+    version = version_of(user.id, service) if version is None else version
+    return value_from_rows(user.id, user.attributes, service, roles_of(user.id, service), version)
+
+
+def value_from_rows(
+    user_id: int,
+    user_attributes: Mapping[str, Any] | None,
+    service: Service,
+    roles: Iterable[str],
+    version: int,
+) -> UserAttributes:
+    """:func:`build_attributes` from columns already read (cache warming reads them in bulk).
+
+    Roles not in the service's manifest are dropped, as :func:`roles_of` drops them.
+    """
+    held = sorted(r for r in set(roles) if r in service.manifest)
+    permissions = {p for role in held for p in service.manifest.get(role, ())}
+    attributes = dict(user_attributes or {})
     if service.attributes is not None:
         visible = set(service.attributes)
         attributes = {k: v for k, v in attributes.items() if k in visible}
     return UserAttributes(
-        user_id=user.id,
+        user_id=user_id,
         service_name=service.name,
-        roles=tuple(roles),
+        roles=tuple(held),
         permissions=tuple(permissions),
         attributes=attributes,
-        version=version_of(user.id, service) if version is None else version,
+        version=version,
         fetched_at=time.time(),
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from datetime import datetime
 from typing import Any
 
 from flask import request
@@ -161,3 +162,29 @@ def only_keys(data: dict[str, Any], allowed: set[str], required: set[str]) -> No
     extra = data.keys() - allowed
     if extra:
         raise ApiError(400, f"unknown field(s): {', '.join(sorted(extra))}")
+
+
+#: RFC 3339's ``date-time`` (what OpenAPI's ``format: date-time`` means): a date, ``T``, a time
+#: with optional fractions of a second and a mandatory offset.
+_DATE_TIME_RE = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})",
+    re.ASCII,
+)
+
+
+def date_time(value: object, what: str) -> float:
+    """An RFC 3339 date-time with an offset (``2026-11-26T08:00:00Z``) as Unix time."""
+    problem = f"{what} must be an ISO 8601 date-time with a timezone, like 2026-11-26T08:00:00Z"
+    match = _DATE_TIME_RE.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise ApiError(400, problem)
+    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    # RFC 3339 allows a leap second (:60); Python's datetime does not, and it is one second.
+    text = f"{year}-{month}-{day}T{hour}:{minute}:{min(int(second), 59):02d}"
+    if fraction:
+        text += "." + fraction[:6].ljust(6, "0")
+    text += "+00:00" if offset in ("Z", "z") else offset
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except (ValueError, OverflowError):
+        raise ApiError(400, problem) from None

@@ -9,7 +9,7 @@ from flask import Blueprint, current_app
 
 from flask_rbac_abac.codec import Invalidation, UserAttributes
 
-from .. import auth, cache, operations, validation
+from .. import activity, auth, cache, operations, validation
 from ..extensions import db
 
 bp = Blueprint("refresh", __name__)
@@ -53,14 +53,16 @@ def refresh_user_cache() -> Any:
         if cache.is_gone(service_name, user_id):
             raise operations.user_not_found(user_id)
 
-    attrs = operations.value_for_service(operations.lock_user(user_id), service)
-    if attrs is None:
+    user = operations.lock_user(user_id)
+    attrs = operations.value_for_service(user, service)
+    if user is None or attrs is None:
         cache.evict(user_id, [service_name])
         cache.mark_gone(service_name, user_id)
         cache.publish(Invalidation(user_id, service_name, None))
         db.session.rollback()
         raise operations.user_not_found(user_id)
 
+    activity.seen(user)  # committed below with the rest of this transaction
     # Written while the user's row is locked: a concurrent change commits after this lands.
     written = cache.write(attrs)
     cached = written is not None

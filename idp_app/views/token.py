@@ -11,7 +11,7 @@ from typing import Any
 from flask import Blueprint, current_app
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from .. import operations, tokens, validation
+from .. import activity, operations, tokens, validation
 from ..errors import ApiError
 
 bp = Blueprint("token", __name__)
@@ -54,4 +54,5 @@ def issue_token() -> Any:
     if user is None or not valid or not user.active:
         raise ApiError(401, "invalid username or password")
     token, lifetime = tokens.issue(user, audience)
+    activity.seen_and_commit(user)
     return {"access_token": token, "token_type": "Bearer", "expires_in": lifetime}

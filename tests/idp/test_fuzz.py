@@ -50,7 +50,7 @@ TIME_BUDGET_S = 100
 CASE_DEADLINE = timedelta(seconds=5)
 #: Operations in ``idp_app/openapi.json``, each one fuzzed, less the document's own
 #: ``GET /api/openapi.json`` that Schemathesis leaves out (``test_openapi.py`` checks that one).
-FUZZED_OPERATIONS = 10
+FUZZED_OPERATIONS = 11
 
 #: The seeded service and users (see ``seeded``) that aimed cases point at.
 SERVICE = "billing_api"
@@ -126,6 +126,8 @@ def _aim(case: schemathesis.Case, operation_id: str, user_id: int, roles: list[s
             case.path_parameters["service_name"] = SERVICE
     if operation_id == "refreshUserCache" and isinstance(case.body, dict):
         case.body.update(user_id=user_id, service_name=SERVICE)
+    if operation_id == "warmCache" and isinstance(case.body, dict):
+        case.body["service_name"] = SERVICE
     if operation_id == "setRoles" and isinstance(case.body, dict):
         case.body["roles"] = roles
 
@@ -199,7 +201,7 @@ def test_every_response_matches_the_document(seeded: tuple[Any, str]) -> None:
         assert sent[f"{key} positive"] >= 50, sent
         assert sent[f"{key} negative"] >= 30, sent
     # The aimed cases reached existing users and roles: the paths past validation ran.
-    for key in ("refreshUserCache", "setRoles", "updateAttributes", "createUser"):
+    for key in ("refreshUserCache", "setRoles", "updateAttributes", "createUser", "warmCache"):
         assert sent[f"{key} positive 2xx"] >= 5, sent
 
 
@@ -354,6 +356,41 @@ BOTH_REJECT = [
         "RefreshRequest",
         {"user_id": 1.5, "service_name": "billing_api"},
         "user_id must be an integer between 1 and 2**63-1",
+    ),
+    (
+        "POST",
+        "/api/warm-cache/",
+        "WarmRequest",
+        {"service_name": "billing_api"},
+        "give exactly one of user_ids, active_since, all",
+    ),
+    (
+        "POST",
+        "/api/warm-cache/",
+        "WarmRequest",
+        {"service_name": "billing_api", "all": True, "active_since": "2026-11-26T08:00:00Z"},
+        "give exactly one of user_ids, active_since, all (got active_since, all)",
+    ),
+    (
+        "POST",
+        "/api/warm-cache/",
+        "WarmRequest",
+        {"service_name": "billing_api", "all": False},
+        "all must be true",
+    ),
+    (
+        "POST",
+        "/api/warm-cache/",
+        "WarmRequest",
+        {"service_name": "billing_api", "user_ids": []},
+        "user_ids must be a list of 1 to 5000 user ids",
+    ),
+    (
+        "POST",
+        "/api/warm-cache/",
+        "WarmRequest",
+        {"service_name": "billing_api", "user_ids": [1, 0]},
+        "user_ids[1] must be an integer between 1 and 2**63-1",
     ),
 ]
 

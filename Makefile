@@ -30,6 +30,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check flask_rbac_abac idp_app example_service tests bench scripts docs packaging
 	$(VENV)/bin/ruff format --check flask_rbac_abac idp_app example_service tests bench scripts docs packaging
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 # Build both distributions (library, packaging/idp) from this tree into a temporary directory
 # and check them: the library's sdist holds every file git tracks (its tests need them), each

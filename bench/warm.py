@@ -38,7 +38,8 @@ from sqlalchemy import insert, make_url, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flask_rbac_abac.codec import attributes_key, encode_value
+from flask_rbac_abac.codec import encode_value
+from flask_rbac_abac.keys import attributes_key
 from idp_app import create_app, db, operations, warming
 from idp_app.models import RoleAssignment, Service, User, UserServiceVersion
 

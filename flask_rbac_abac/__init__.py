@@ -5,7 +5,6 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from .client import RedisAttributeClient
-from .codec import UserAttributes
 from .decorators import (
     current_attributes,
     current_identity,
@@ -25,6 +24,7 @@ from .errors import (
     RBACABACError,
 )
 from .extension import RBACABAC
+from .model import UserAttributes
 from .rules import Decision, Rule, attribute, permission, predicate, role
 
 try:

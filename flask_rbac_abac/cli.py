@@ -27,10 +27,11 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from . import metrics
+from ._names import EXTENSION_KEY, PASS_THROUGH_METHODS
 from .client import RedisAttributeClient
-from .codec import UserAttributes, validate_user_id
 from .config import DEFAULT_IDP_URL
 from .errors import IdentityProviderError, InvalidKeyPart, RBACABACError
+from .model import UserAttributes, validate_user_id
 from .routes import Protection, ViewProtection, classify
 
 rbac_abac_cli = AppGroup(
@@ -51,7 +52,7 @@ class CheckFailed(Exception):
 
 
 def _client() -> RedisAttributeClient:
-    extension = current_app.extensions.get("rbac_abac")
+    extension = current_app.extensions.get(EXTENSION_KEY)
     if extension is None:
         raise click.ClickException("flask_rbac_abac is not initialised on this app")
     client: RedisAttributeClient = extension.client
@@ -384,7 +385,7 @@ def _route_protections(
     endpoint: str, methods: set[str], view: Any
 ) -> list[tuple[list[str], ViewProtection]]:
     """The route's methods grouped by protection (a class-based view may differ per method)."""
-    shown = sorted(methods - {"OPTIONS"} - ({"HEAD"} if "GET" in methods else set()))
+    shown = sorted(methods - PASS_THROUGH_METHODS - ({"HEAD"} if "GET" in methods else set()))
     groups: dict[ViewProtection, list[str]] = {}
     for method in shown:
         groups.setdefault(classify(endpoint, view, method), []).append(method)
@@ -403,7 +404,7 @@ def routes_command(strict: bool) -> None:
     Exits 1 when a rule decorator is misplaced (above the route decorator), or when a view is
     unprotected and RBAC_ABAC_REQUIRE_AUTHORIZATION is on (or ``--strict``).
     """
-    extension = current_app.extensions.get("rbac_abac")
+    extension = current_app.extensions.get(EXTENSION_KEY)
     if extension is None:
         raise click.ClickException("flask_rbac_abac is not initialised on this app")
     required = strict or bool(extension.settings.require_authorization)

@@ -23,20 +23,7 @@ import requests
 from redis.exceptions import RedisClusterException, RedisError
 
 from . import signals
-from .codec import (
-    DEFAULT_KEY_PREFIX,
-    Invalidation,
-    UserAttributes,
-    ValueKeys,
-    attributes_key,
-    decode_value,
-    lease_key,
-    publish_invalidation,
-    store_attributes,
-    validate_prefix,
-    validate_service_name,
-    validate_user_id,
-)
+from .codec import ValueKeys, decode_value
 from .config import DEFAULT_CACHE_TTL, DEFAULT_IDP_URL, DEFAULT_REDIS_URL
 from .connection import DEFAULT_TIMEOUT, connect
 from .connection import close as close_redis
@@ -44,8 +31,11 @@ from .errors import AttributesUnavailable, DecodeError, IdentityProviderError
 from .health import DEGRADED, OK, HealthState
 from .idp import CircuitBreaker, IdentityProviderClient
 from .invalidation import Subscriber
+from .keys import DEFAULT_KEY_PREFIX, attributes_key, lease_key, validate_prefix
 from .local_cache import Key, LocalCache, Ticket
 from .metrics import Stats
+from .model import Invalidation, UserAttributes, validate_service_name, validate_user_id
+from .store import delete_attributes, publish_invalidation, store_attributes
 
 log = logging.getLogger(__name__)
 
@@ -392,7 +382,7 @@ class RedisAttributeClient:
         """Delete one entry from Redis and L1, and tell the other processes to drop theirs."""
         key = self._key(user_id, service_name)
         self.local.evict(key)
-        self.redis.delete(attributes_key(self.key_prefix, *key))
+        delete_attributes(self.redis, self.key_prefix, *key)
         publish_invalidation(self.redis, Invalidation(key[1], key[0]), self.key_prefix)
 
     def refresh_user_attributes_from_identity_provider(

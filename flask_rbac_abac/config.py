@@ -2,6 +2,12 @@
 
 Every key can be set in ``app.config``; the ones marked with an environment variable take their
 default from it. Validation errors are :class:`ConfigurationError` and name the key.
+
+The identity provider reads its shared keys the same way: the ``DEFAULT_AUDIENCE`` /
+``DEFAULT_ISSUER`` / ``DEFAULT_REDIS_URL`` defaults, :func:`jwt_secret` and the number parsers
+(:func:`positive_int`, :func:`non_negative_int`, :func:`positive_float`) are public through
+:mod:`flask_rbac_abac.shared` (the contract between the two); everything else here is the
+library's own.
 """
 
 from __future__ import annotations
@@ -11,13 +17,10 @@ from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .codec import (
-    DEFAULT_KEY_PREFIX,
-    parse_value_keys,
-    validate_prefix,
-    validate_service_name,
-)
+from .codec import parse_value_keys
 from .errors import ConfigurationError, InvalidKeyPart
+from .keys import DEFAULT_KEY_PREFIX, validate_prefix
+from .model import validate_service_name
 
 DEFAULT_CACHE_TTL = 86400
 DEFAULT_IDP_URL = "http://identity-provider:8000"
@@ -77,12 +80,14 @@ def positive_int(value: object, key: str) -> int:
 
 
 def non_negative_int(value: object, key: str) -> int:
+    """``value`` as an int >= 0 (``0`` turns a feature off); else an error naming ``key``."""
     if value in (0, "0"):
         return 0
     return positive_int(value, key)
 
 
 def positive_float(value: object, key: str) -> float:
+    """``value`` as a float > 0 (numbers or numeric strings); else an error naming ``key``."""
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -153,12 +158,6 @@ def jwt_algorithms(value: object, *, symmetric: bool) -> tuple[str, ...]:
             )
         out.append(name)
     return tuple(dict.fromkeys(out))
-
-
-def cache_ttl_from_env(config: MutableMapping[str, Any]) -> int:
-    """``RBAC_ABAC_CACHE_TTL`` from ``config``, else the environment, else 86400; validated."""
-    config.setdefault("RBAC_ABAC_CACHE_TTL", DEFAULTS["RBAC_ABAC_CACHE_TTL"]())
-    return positive_int(config["RBAC_ABAC_CACHE_TTL"], "RBAC_ABAC_CACHE_TTL")
 
 
 @dataclass(frozen=True)

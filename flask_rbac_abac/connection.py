@@ -6,7 +6,9 @@ default) and ``redis+cluster://`` / ``rediss+cluster://`` (``host:port[,host:por
 nodes, any of which may be down at start; the client learns the rest of the cluster from them).
 An IPv6 address is written in brackets: ``[::1]:7000``.
 redis-py's own defaults (5 s timeouts, many retries) would turn a dead Redis into seconds per
-request; these clients fail within a few timeouts instead.
+request; these clients fail within a few timeouts instead. The identity provider connects
+through the same :func:`connect` and :func:`check_scheme` (public via
+:mod:`flask_rbac_abac.shared`), so both sides accept the same URLs.
 """
 
 from __future__ import annotations

@@ -7,48 +7,37 @@ that deliberately has no rule (see ``RBAC_ABAC_REQUIRE_AUTHORIZATION``).
 
 A rule decorator goes *below* the route decorator, so that the app registers the protected
 wrapper. Each function ``requires`` wraps is recorded (:func:`routes.record_wrapped`): when the
-app registered that inner function instead, the route is refused as misplaced.
+app registered that inner function instead, the route is refused as misplaced. The wrapping
+itself lives in :mod:`.enforcement`, below :mod:`.rules`, because a rule is a decorator too.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-from flask import current_app, g, request
-from werkzeug.exceptions import HTTPException
+from flask import g
 from werkzeug.local import LocalProxy
 
-from .codec import UserAttributes
-from .routes import PUBLIC_ATTR, RULES_ATTR, record_wrapped
-from .rules import Context, Decision, Rule, attribute, permission, role
+from ._names import G_ATTRIBUTES, G_IDENTITY, PUBLIC_ATTR
+from .enforcement import F, enforce, extension, protect
+from .model import UserAttributes
+from .rules import Context, Rule, attribute, permission, role
 
-F = TypeVar("F", bound=Callable[..., Any])
 V = TypeVar("V")
 
 
-def _extension() -> Any:
-    try:
-        return current_app.extensions["rbac_abac"]
-    except KeyError:
-        raise RuntimeError(
-            "flask_rbac_abac is not initialised on this app: call RBACABAC(app) or init_app(app)"
-        ) from None
-
-
 def _current_attributes() -> UserAttributes:
-    attrs = g.get("_rbac_abac_attributes")
+    attrs = g.get(G_ATTRIBUTES)
     if attrs is None:
-        attrs = _extension().load_current_attributes()
+        attrs = extension().load_current_attributes()
     return cast(UserAttributes, attrs)
 
 
 def _current_identity() -> int | str:
-    identity = g.get("_rbac_abac_identity")
+    identity = g.get(G_IDENTITY)
     if identity is None:
-        identity = _extension().load_identity()
+        identity = extension().load_identity()
     return cast("int | str", identity)
 
 
@@ -56,11 +45,6 @@ def _current_identity() -> int | str:
 current_attributes: UserAttributes = cast(UserAttributes, LocalProxy(_current_attributes))
 #: The caller's user id, as resolved by the identity loader.
 current_identity: int | str = cast("int | str", LocalProxy(_current_identity))
-
-
-def enforce(rule: Rule, resource: Any = None) -> Decision:
-    """Evaluate ``rule`` for the current caller; abort with 403 JSON when it denies."""
-    return cast(Decision, _extension().authorize(rule, resource))
 
 
 def requires(rule: Rule, *, resource: Callable[..., Any] | None = None) -> Callable[[F], F]:
@@ -72,32 +56,7 @@ def requires(rule: Rule, *, resource: Callable[..., Any] | None = None) -> Calla
     """
     if not isinstance(rule, Rule):
         raise TypeError(f"requires() needs a rule, got {type(rule).__name__}")
-
-    def decorator(view: F) -> F:
-        is_async = inspect.iscoroutinefunction(view)
-
-        @functools.wraps(view)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if request.method != "OPTIONS":
-                extension = _extension()
-                target = None
-                if resource is not None:
-                    try:
-                        target = resource(**kwargs)
-                    except HTTPException:
-                        raise
-                    except Exception:
-                        extension.deny_for_error(rule)
-                extension.authorize(rule, target)
-            if is_async:
-                return current_app.ensure_sync(view)(*args, **kwargs)
-            return view(*args, **kwargs)
-
-        setattr(wrapper, RULES_ATTR, (*getattr(view, RULES_ATTR, ()), rule))
-        record_wrapped(view)
-        return cast(F, wrapper)
-
-    return decorator
+    return protect(rule, resource)
 
 
 def public(view: V) -> V:

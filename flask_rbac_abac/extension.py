@@ -25,8 +25,13 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import abort
 
 from . import config, signals
+from ._names import (
+    EXTENSION_KEY,
+    G_ATTRIBUTES,
+    G_IDENTITY,
+    PASS_THROUGH_METHODS,
+)
 from .client import RedisAttributeClient
-from .codec import UserAttributes, validate_user_id
 from .decorators import public
 from .errors import (
     AttributesUnavailable,
@@ -37,6 +42,7 @@ from .errors import (
 )
 from .identity import JWTVerifier, verifier_for
 from .metrics import CONTENT_TYPE, PrometheusMetrics
+from .model import UserAttributes, validate_user_id
 from .routes import Protection, ViewProtection, classify, view_name
 from .rules import ERROR, Context, Decision, Rule
 
@@ -110,7 +116,7 @@ class RBACABAC:
         :raises RuntimeError: when the app already has the extension.
         :raises ConfigurationError: naming the key that is missing or malformed.
         """
-        if "rbac_abac" in app.extensions:
+        if EXTENSION_KEY in app.extensions:
             raise RuntimeError("flask_rbac_abac is already registered on this app")
         settings = config.load(app.config)
         client = RedisAttributeClient(
@@ -132,7 +138,7 @@ class RBACABAC:
             session=session,
         )
         self._states[app] = _AppState(settings, client, self._verifier(settings))
-        app.extensions["rbac_abac"] = self
+        app.extensions[EXTENSION_KEY] = self
         app.before_request(self._before_request)
         if settings.metrics_endpoint is not None:
             self._serve_metrics(app, settings.metrics_endpoint, client)
@@ -191,7 +197,7 @@ class RBACABAC:
         state = self._state(app)
         state.client.listen()
         req = request._get_current_object()  # type: ignore[attr-defined]
-        if req.method == "OPTIONS" or req.endpoint is None:
+        if req.method in PASS_THROUGH_METHODS or req.endpoint is None:
             return None  # a preflight, or a 404/405 that routing already decided
         kind = self._protection(app, state, req.endpoint, req.method).kind
         if kind is Protection.PROTECTED:
@@ -243,7 +249,7 @@ class RBACABAC:
         )
 
     def _load_identity(self, state: _AppState, req: Request, ctx_g: Any) -> int | str:
-        cached: int | str | None = getattr(ctx_g, "_rbac_abac_identity", None)
+        cached: int | str | None = getattr(ctx_g, G_IDENTITY, None)
         if cached is not None:
             return cached
         identity: int | str | None = None
@@ -265,7 +271,7 @@ class RBACABAC:
                 _abort(503, "the identity cannot be verified now", "identity_unavailable")
         if identity is None:
             _abort(401, "authentication required", "no_identity", **{"WWW-Authenticate": "Bearer"})
-        ctx_g._rbac_abac_identity = identity
+        setattr(ctx_g, G_IDENTITY, identity)
         return identity
 
     def load_current_attributes(self) -> UserAttributes:
@@ -277,7 +283,7 @@ class RBACABAC:
         )
 
     def _load_attributes(self, state: _AppState, req: Request, ctx_g: Any) -> UserAttributes:
-        attrs: UserAttributes | None = getattr(ctx_g, "_rbac_abac_attributes", None)
+        attrs: UserAttributes | None = getattr(ctx_g, G_ATTRIBUTES, None)
         if attrs is not None:
             return attrs
         user_id = self._load_identity(state, req, ctx_g)
@@ -294,7 +300,7 @@ class RBACABAC:
                 f"user {user_id} has no attributes in service {client.service_name}",
                 "unknown_user",
             )
-        ctx_g._rbac_abac_attributes = attrs
+        setattr(ctx_g, G_ATTRIBUTES, attrs)
         return attrs
 
     def authorize(self, rule: Rule, resource: Any = None) -> Decision:
@@ -313,7 +319,7 @@ class RBACABAC:
         log.exception("resource loader for %r raised; denying", rule)
         decision = ERROR
         req = request._get_current_object()  # type: ignore[attr-defined]
-        self._record(self._state(), decision, g.get("_rbac_abac_identity"), rule, req)
+        self._record(self._state(), decision, g.get(G_IDENTITY), rule, req)
         _abort(403, decision.reason, decision.code)
 
     def _record(

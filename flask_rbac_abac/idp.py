@@ -10,8 +10,8 @@ from typing import Any
 
 import requests
 
-from .codec import UserAttributes
 from .errors import DecodeError, IdentityProviderError
+from .model import UserAttributes
 
 log = logging.getLogger(__name__)
 

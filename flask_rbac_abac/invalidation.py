@@ -15,9 +15,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .codec import Invalidation, invalidation_channel
 from .connection import pubsub as open_pubsub
 from .errors import DecodeError
+from .keys import invalidation_channel
+from .model import Invalidation
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from cachetools import TTLCache
 
-from .codec import UserAttributes
+from .model import UserAttributes
 
 Key = tuple[str, "int | str"]
 #: How long a key's eviction generation is remembered; longer than any in-flight lookup.

@@ -25,13 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 from flask.views import MethodView
 
+from ._names import PUBLIC_ATTR, RULES_ATTR
+
 if TYPE_CHECKING:
     from .rules import Rule
-
-#: The attribute ``requires`` sets on the wrapper it returns: the rules it enforces.
-RULES_ATTR = "_rbac_abac_rules"
-#: The attribute :func:`~flask_rbac_abac.public` sets on a view function or class.
-PUBLIC_ATTR = "_rbac_abac_public"
 
 #: How far down a ``__wrapped__`` chain :func:`record_wrapped` looks (a cycle must end).
 _MAX_CHAIN = 32

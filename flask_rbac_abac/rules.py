@@ -21,7 +21,8 @@ from functools import cached_property
 from types import TracebackType
 from typing import Any, Literal, cast
 
-from .codec import UserAttributes
+from .enforcement import enforce, protect
+from .model import UserAttributes
 
 log = logging.getLogger(__name__)
 
@@ -171,15 +172,11 @@ class Rule:
     def __invert__(self) -> Rule:
         return Not(self)
 
-    # A rule is also a view decorator and a context manager (see decorators.py).
+    # A rule is also a view decorator and a context manager (see enforcement.py).
     def __call__(self, view: Callable[..., Any]) -> Callable[..., Any]:
-        from .decorators import requires
-
-        return requires(self)(view)
+        return protect(self)(view)
 
     def __enter__(self) -> Rule:
-        from .decorators import enforce
-
         enforce(self)
         return self
 

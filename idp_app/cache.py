@@ -8,6 +8,10 @@ source of truth (and :mod:`idp_app.outbox` delivers what failed later). Failures
 A corrupt entry found while writing (undecodable, without a TTL, or ahead of the database) is
 overwritten by the store, logged without its contents and counted per process
 (:func:`repaired_entries`, shown by ``/healthz``).
+
+Key names, the value encoding, the compare-and-set write and the announcement come from
+:mod:`flask_rbac_abac.shared`, the same code the services read with; the TTL of what is written
+is the IdP's own ``RBAC_ABAC_CACHE_TTL`` (see :mod:`idp_app.settings`).
 """
 
 from __future__ import annotations
@@ -22,10 +26,21 @@ import redis
 from flask import Flask, current_app, g, has_request_context
 from redis.exceptions import RedisClusterException
 
-from flask_rbac_abac import codec
-from flask_rbac_abac.codec import Invalidation, StoreResult, UserAttributes
-from flask_rbac_abac.connection import connect
-from flask_rbac_abac.errors import DecodeError
+from flask_rbac_abac.shared import (
+    DecodeError,
+    Invalidation,
+    StoreResult,
+    UserAttributes,
+    attributes_key,
+    coalesce_key,
+    connect,
+    decode_value,
+    delete_attributes,
+    publish_invalidation,
+    replace_if_unchanged,
+    write_attributes,
+    write_attributes_batch,
+)
 
 from . import metrics
 
@@ -74,11 +89,6 @@ def _prefix() -> str:
     return str(current_app.config["RBAC_ABAC_KEY_PREFIX"])
 
 
-def coalesce_key(prefix: str, service_name: str, user_id: int | str) -> str:
-    """The short-lived key that lets one refresh per window load from the database."""
-    return f"{prefix}:coalesce:{service_name}:{user_id}"
-
-
 def _failed(what: str, exc: BaseException) -> bool:
     logger.warning("redis %s failed: %s", what, type(exc).__name__)
     if has_request_context():
@@ -87,7 +97,7 @@ def _failed(what: str, exc: BaseException) -> bool:
 
 
 def write(attrs: UserAttributes, *, authority: int | None = None) -> bool | None:
-    """Write ``attrs`` with the configured TTL unless Redis holds a newer, valid version.
+    """Write ``attrs`` with the IdP's TTL unless Redis holds a newer, valid version.
 
     ``True`` written (``attrs`` is now the value in Redis), ``False`` a newer value was kept,
     ``None`` Redis failed. With value-signing keys, a "newer" value that does not carry this
@@ -101,15 +111,13 @@ def write(attrs: UserAttributes, *, authority: int | None = None) -> bool | None
     ttl = current_app.config["RBAC_ABAC_CACHE_TTL"]
     try:
         client = _redis()
-        result = codec.write_attributes(
-            client, attrs, ttl, _prefix(), authority=authority, keys=keys
-        )
+        result = write_attributes(client, attrs, ttl, _prefix(), authority=authority, keys=keys)
         if result is StoreResult.KEPT_NEWER and keys:
-            raw = client.get(codec.attributes_key(_prefix(), attrs.service_name, attrs.user_id))
+            raw = client.get(attributes_key(_prefix(), attrs.service_name, attrs.user_id))
             if (
                 raw is not None
                 and not _signed(raw)
-                and codec.replace_if_unchanged(client, attrs, ttl, _prefix(), raw, keys)
+                and replace_if_unchanged(client, attrs, ttl, _prefix(), raw, keys)
             ):
                 result = StoreResult.REPAIRED
     except REDIS_ERRORS as exc:
@@ -129,7 +137,7 @@ def write(attrs: UserAttributes, *, authority: int | None = None) -> bool | None
 def _signed(raw: bytes) -> bool:
     """Whether ``raw`` carries a valid signature by one of this IdP's value keys."""
     try:
-        codec.decode_value(raw, current_app.config["RBAC_ABAC_VALUE_KEYS"])
+        decode_value(raw, current_app.config["RBAC_ABAC_VALUE_KEYS"])
     except DecodeError:
         return False
     return True
@@ -150,14 +158,14 @@ def repaired_entries(app: Flask | None = None) -> int:
 def read(service_name: str, user_id: int) -> UserAttributes | None:
     """The cached value, or ``None`` when absent, undecodable or Redis fails."""
     try:
-        raw = _redis().get(codec.attributes_key(_prefix(), service_name, user_id))
+        raw = _redis().get(attributes_key(_prefix(), service_name, user_id))
     except REDIS_ERRORS as exc:
         _failed("read", exc)
         return None
     if raw is None:
         return None
     try:
-        return codec.decode_value(raw, current_app.config["RBAC_ABAC_VALUE_KEYS"])
+        return decode_value(raw, current_app.config["RBAC_ABAC_VALUE_KEYS"])
     except DecodeError:
         logger.warning("undecodable cached value for %s/%s", service_name, user_id)
         return None
@@ -165,7 +173,7 @@ def read(service_name: str, user_id: int) -> UserAttributes | None:
 
 def publish(message: Invalidation) -> bool:
     try:
-        codec.publish_invalidation(_redis(), message, _prefix())
+        publish_invalidation(_redis(), message, _prefix())
     except REDIS_ERRORS as exc:
         metrics.published(False)
         return _failed("publish", exc)
@@ -216,7 +224,7 @@ def evict(user_id: int, service_names: Iterable[str]) -> bool:
     prefix = _prefix()
     for name in service_names:
         try:
-            _redis().delete(codec.attributes_key(prefix, name, user_id))
+            delete_attributes(_redis(), prefix, name, user_id)
         except REDIS_ERRORS as exc:
             ok = _failed("delete", exc)
     return ok
@@ -241,7 +249,7 @@ def write_batch(entries: Sequence[tuple[UserAttributes, int]]) -> list[bool] | N
     """
     keys = current_app.config["RBAC_ABAC_VALUE_KEYS"]
     try:
-        results = codec.write_attributes_batch(_redis(), entries, _prefix(), keys=keys)
+        results = write_attributes_batch(_redis(), entries, _prefix(), keys=keys)
     except REDIS_ERRORS as exc:
         _failed("batch write", exc)
         return None

@@ -28,7 +28,7 @@ from typing import Any
 from flask import Flask, Response, current_app, has_app_context, request
 from sqlalchemy import event
 
-from flask_rbac_abac.metrics import (
+from flask_rbac_abac.shared import (
     AVAILABLE,
     CONTENT_TYPE,
     exposition,

@@ -21,7 +21,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import generate_password_hash
 
-from flask_rbac_abac.codec import UserAttributes
+from flask_rbac_abac.shared import UserAttributes
 
 from . import auth
 from .errors import ApiError

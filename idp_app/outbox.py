@@ -35,7 +35,7 @@ from redis.backoff import ExponentialBackoff
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from flask_rbac_abac.codec import Invalidation
+from flask_rbac_abac.shared import Invalidation
 
 from . import cache, operations
 from .extensions import db

@@ -2,7 +2,9 @@
 
 Every key can be set in the instance folder's ``config.py``, in the environment (which wins over
 the file) or in ``test_config`` (which wins over both). Errors are
-:class:`flask_rbac_abac.ConfigurationError` and name the key.
+:class:`flask_rbac_abac.ConfigurationError` and name the key. What this shares with the library
+(the key prefix, the Redis URL schemes, the token settings) comes from
+:mod:`flask_rbac_abac.shared`; the rest, including the TTL of what the IdP writes, is its own.
 """
 
 from __future__ import annotations
@@ -14,25 +16,31 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from limits import parse_many
 
-from flask_rbac_abac.codec import DEFAULT_KEY_PREFIX, validate_prefix
-from flask_rbac_abac.config import (
+from flask_rbac_abac.shared import (
     DEFAULT_AUDIENCE,
     DEFAULT_ISSUER,
+    DEFAULT_KEY_PREFIX,
     DEFAULT_REDIS_URL,
+    ConfigurationError,
+    InvalidKeyPart,
     as_bool,
-    cache_ttl_from_env,
+    check_scheme,
     jwt_secret,
     non_negative_int,
     positive_float,
     positive_int,
+    validate_prefix,
     value_keys,
 )
-from flask_rbac_abac.connection import check_scheme
-from flask_rbac_abac.errors import ConfigurationError, InvalidKeyPart
 
 from .signing_keys import ALGORITHMS, algorithm_of
 
 MIN_ADMIN_TOKEN_CHARS = 16
+#: Seconds an entry the identity provider writes lives in Redis (``RBAC_ABAC_CACHE_TTL``). The
+#: identity provider writes every entry services read, so this TTL is its own setting, read from
+#: its own configuration and environment; a service's ``RBAC_ABAC_CACHE_TTL`` only applies to
+#: entries that service writes itself.
+DEFAULT_CACHE_TTL = 86400
 #: Keys read from the environment when set there.
 ENV_KEYS = (
     "DATABASE_URL",
@@ -63,6 +71,7 @@ ENV_KEYS = (
 DEFAULTS: dict[str, Any] = {
     "DATABASE_URL": None,  # None: SQLite file in the instance folder
     "RBAC_ABAC_REDIS_URL": DEFAULT_REDIS_URL,
+    "RBAC_ABAC_CACHE_TTL": DEFAULT_CACHE_TTL,
     "RBAC_ABAC_KEY_PREFIX": DEFAULT_KEY_PREFIX,
     "IDP_ADMIN_TOKEN": None,
     "RBAC_ABAC_JWT_SECRET": None,
@@ -131,7 +140,9 @@ def validate(config: MutableMapping[str, Any], instance_path: str) -> None:
 
     redis_url = _non_empty_str(config, "RBAC_ABAC_REDIS_URL")
     check_scheme(redis_url)
-    config["RBAC_ABAC_CACHE_TTL"] = cache_ttl_from_env(config)
+    config["RBAC_ABAC_CACHE_TTL"] = positive_int(
+        config["RBAC_ABAC_CACHE_TTL"], "RBAC_ABAC_CACHE_TTL"
+    )
     config["RBAC_ABAC_VALUE_KEYS"] = value_keys(config)
     try:
         validate_prefix(config["RBAC_ABAC_KEY_PREFIX"])

@@ -10,8 +10,7 @@ from typing import Any
 
 from flask import request
 
-from flask_rbac_abac.codec import validate_service_name
-from flask_rbac_abac.errors import InvalidKeyPart
+from flask_rbac_abac.shared import InvalidKeyPart, validate_service_name
 
 from .errors import ApiError
 

@@ -31,7 +31,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import Select, func, select
 
-from flask_rbac_abac.codec import UserAttributes
+from flask_rbac_abac.shared import UserAttributes
 
 from . import cache, metrics, operations
 from .errors import ApiError

@@ -26,6 +26,8 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 import requests
 
+from flask_rbac_abac.keys import attributes_key
+
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 SERVICE_NAME = "billing_api"
@@ -366,7 +368,7 @@ class Stack:
         return client
 
     def key(self, user_id: int | str) -> str:
-        return f"{self.key_prefix}:attrs:{SERVICE_NAME}:{user_id}"
+        return attributes_key(self.key_prefix, SERVICE_NAME, user_id)
 
     def delete_keys(self) -> None:
         """Remove this run's keys (when sharing a Redis with others); never raises."""

@@ -133,7 +133,7 @@ class FakeIdP:
     """A `responses`-mocked identity provider that writes Redis as the real one does."""
 
     def __init__(self, mock, client: redis.Redis, prefix: str, ttl: int = 86400) -> None:
-        from flask_rbac_abac.codec import UserAttributes
+        from flask_rbac_abac.model import UserAttributes
 
         self.users: dict[tuple[str, int], dict] = {}
         self.client = client
@@ -149,7 +149,7 @@ class FakeIdP:
     def _refresh(self, request):
         import json
 
-        from flask_rbac_abac.codec import store_attributes
+        from flask_rbac_abac.store import store_attributes
 
         body = json.loads(request.body)
         self.requests.append({"body": body, "auth": request.headers.get("Authorization")})

@@ -18,7 +18,8 @@ from flask_rbac_abac import (
     RedisAttributeClient,
     UserAttributes,
 )
-from flask_rbac_abac.codec import Invalidation, attributes_key, lease_key
+from flask_rbac_abac.keys import attributes_key, lease_key
+from flask_rbac_abac.model import Invalidation
 
 from .conftest import IDP, SERVICE
 from .servers import wait_for

@@ -1,4 +1,5 @@
-"""The shared codec: model, JSON encoding, key schema, invalidation messages, CAS writes."""
+"""What the library and the IdP share: model, JSON encoding, key schema, invalidation messages,
+CAS writes (``model``, ``codec``, ``keys``, ``store``)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,16 @@ import json
 import fakeredis
 import pytest
 
-from flask_rbac_abac.codec import (
+from flask_rbac_abac.errors import DecodeError, InvalidKeyPart
+from flask_rbac_abac.keys import attributes_key, invalidation_channel, lease_key
+from flask_rbac_abac.model import (
     SCHEMA_VERSION,
     Invalidation,
     UserAttributes,
-    attributes_key,
-    invalidation_channel,
-    lease_key,
-    store_attributes,
     validate_service_name,
     validate_user_id,
 )
-from flask_rbac_abac.errors import DecodeError, InvalidKeyPart
+from flask_rbac_abac.store import store_attributes
 
 
 def sample(**overrides) -> UserAttributes:

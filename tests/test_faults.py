@@ -19,7 +19,8 @@ import pytest
 import redis
 
 from flask_rbac_abac import AttributesUnavailable, RedisAttributeClient, UserAttributes
-from flask_rbac_abac.codec import lease_key, store_attributes
+from flask_rbac_abac.keys import lease_key
+from flask_rbac_abac.store import store_attributes
 
 from .conftest import REDIS_URL, SERVICE
 from .faults import Blackhole, SlowIdP

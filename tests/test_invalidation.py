@@ -11,7 +11,8 @@ import pytest
 import redis
 
 from flask_rbac_abac import RedisAttributeClient, UserAttributes
-from flask_rbac_abac.codec import Invalidation, publish_invalidation
+from flask_rbac_abac.model import Invalidation
+from flask_rbac_abac.store import publish_invalidation
 
 from .conftest import REDIS_URL, SERVICE
 from .servers import RedisServer, require_redis_server, wait_for

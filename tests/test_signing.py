@@ -11,15 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flask_rbac_abac import RBACABAC, ConfigurationError, RedisAttributeClient, UserAttributes
-from flask_rbac_abac.codec import (
-    attributes_key,
-    decode_value,
-    encode_value,
-    parse_value_keys,
-    replace_if_unchanged,
-    store_attributes,
-)
+from flask_rbac_abac.codec import decode_value, encode_value, parse_value_keys
 from flask_rbac_abac.errors import DecodeError, InvalidKeyPart
+from flask_rbac_abac.keys import attributes_key
+from flask_rbac_abac.store import replace_if_unchanged, store_attributes
 
 from .conftest import IDP, SERVICE
 

@@ -14,13 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flask_rbac_abac.codec import (
-    StoreResult,
-    UserAttributes,
-    attributes_key,
-    store_attributes,
-    write_attributes,
-)
+from flask_rbac_abac.keys import attributes_key
+from flask_rbac_abac.model import UserAttributes
+from flask_rbac_abac.store import StoreResult, store_attributes, write_attributes
 
 _users = itertools.count(1)
 JUNK_SETTINGS = settings(

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, current_app
 
-from flask_rbac_abac.codec import Invalidation, UserAttributes
+from flask_rbac_abac.shared import Invalidation, UserAttributes
 
 from .. import activity, auth, cache, operations, validation
 from ..extensions import db

@@ -30,13 +30,10 @@ import responses
 from flask import Flask, jsonify
 
 from flask_rbac_abac import RBACABAC, UserAttributes, requires_permission
-from flask_rbac_abac.codec import (
-    Invalidation,
-    attributes_key,
-    publish_invalidation,
-    store_attributes,
-)
 from flask_rbac_abac.connection import close, connect
+from flask_rbac_abac.keys import attributes_key
+from flask_rbac_abac.model import Invalidation
+from flask_rbac_abac.store import publish_invalidation, store_attributes
 from tests.conftest import IDP, SERVICE, bearer, library_config
 from tests.servers import Cluster, SentinelSet, wait_for
 

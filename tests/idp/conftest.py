@@ -179,7 +179,7 @@ class Subscriber:
 
 @pytest.fixture
 def subscriber(real_redis: redis.Redis, key_prefix: str) -> Iterator[Subscriber]:
-    from flask_rbac_abac.codec import invalidation_channel
+    from flask_rbac_abac.keys import invalidation_channel
 
     sub = Subscriber(real_redis, invalidation_channel(key_prefix))
     yield sub

@@ -10,11 +10,9 @@ import redis
 from sqlalchemy import event
 
 import idp_app.cache
-from flask_rbac_abac.codec import (
-    UserAttributes,
-    attributes_key,
-    store_attributes,
-)
+from flask_rbac_abac.keys import attributes_key
+from flask_rbac_abac.model import UserAttributes
+from flask_rbac_abac.store import store_attributes
 from idp_app import db
 
 from .conftest import ADMIN, Api

@@ -8,7 +8,8 @@ import jwt
 import pytest
 from sqlalchemy import inspect
 
-from flask_rbac_abac.codec import UserAttributes, attributes_key
+from flask_rbac_abac.keys import attributes_key
+from flask_rbac_abac.model import UserAttributes
 from idp_app import db
 
 from .conftest import Api, bearer

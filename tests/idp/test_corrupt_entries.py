@@ -16,7 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flask_rbac_abac import ConfigurationError
-from flask_rbac_abac.codec import UserAttributes, attributes_key, decode_value
+from flask_rbac_abac.codec import decode_value
+from flask_rbac_abac.keys import attributes_key
+from flask_rbac_abac.model import UserAttributes
 
 from .conftest import ADMIN, Api
 

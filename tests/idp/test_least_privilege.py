@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from flask_rbac_abac.codec import UserAttributes, attributes_key
+from flask_rbac_abac.keys import attributes_key
+from flask_rbac_abac.model import UserAttributes
 
 from .conftest import ADMIN, MANIFEST, Api
 

@@ -19,7 +19,8 @@ import redis
 from sqlalchemy import create_engine, select, text
 
 import idp_app.cache
-from flask_rbac_abac.codec import UserAttributes, attributes_key, invalidation_channel
+from flask_rbac_abac.keys import attributes_key, invalidation_channel
+from flask_rbac_abac.model import UserAttributes
 from idp_app import db, operations, outbox
 from idp_app.models import OutboxEntry
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from flask_rbac_abac.codec import UserAttributes, attributes_key
+from flask_rbac_abac.keys import attributes_key
+from flask_rbac_abac.model import UserAttributes
 from tests.conftest import REDIS_URL
 
 from .conftest import ADMIN, ADMIN_TOKEN, JWT_SECRET

@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 
 from flask_rbac_abac import UserAttributes
-from flask_rbac_abac.codec import Invalidation, attributes_key, invalidation_channel
 from flask_rbac_abac.connection import close, connect
 from flask_rbac_abac.invalidation import Subscriber
+from flask_rbac_abac.keys import attributes_key, invalidation_channel
+from flask_rbac_abac.model import Invalidation
 from tests.servers import wait_for
 
 from .conftest import Api

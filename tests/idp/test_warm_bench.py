@@ -17,7 +17,8 @@ import redis
 from sqlalchemy import event
 
 from bench import warm as bench
-from flask_rbac_abac.codec import UserAttributes, attributes_key
+from flask_rbac_abac.keys import attributes_key
+from flask_rbac_abac.model import UserAttributes
 from idp_app import db, warming
 from tests.conftest import REDIS_URL
 

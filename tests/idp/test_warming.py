@@ -15,8 +15,10 @@ from typing import Any
 import pytest
 from sqlalchemy import event, select, update
 
-from flask_rbac_abac.codec import UserAttributes, attributes_key, decode_value
+from flask_rbac_abac.codec import decode_value
 from flask_rbac_abac.connection import close, connect
+from flask_rbac_abac.keys import attributes_key
+from flask_rbac_abac.model import UserAttributes
 from idp_app import activity, db, operations, warming
 from idp_app.models import User
 from tests.servers import free_port

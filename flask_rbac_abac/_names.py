@@ -1,0 +1,22 @@
+"""The names the extension leaves on Flask objects, each defined once.
+
+The extension, the decorators, the route guard and the CLI all find each other through these:
+the extension's key in ``app.extensions``, the per-request values on ``g``, the markers on
+protected and public views, and the methods that are never authorized. Plain constants, so every
+module can import them (this one imports nothing).
+"""
+
+from __future__ import annotations
+
+#: The extension's key in ``app.extensions``.
+EXTENSION_KEY = "rbac_abac"
+#: The ``g`` attribute holding the caller's user id, once resolved in this request.
+G_IDENTITY = "_rbac_abac_identity"
+#: The ``g`` attribute holding the caller's :class:`UserAttributes`, once loaded in this request.
+G_ATTRIBUTES = "_rbac_abac_attributes"
+#: The attribute ``requires`` sets on the wrapper it returns: the rules it enforces.
+RULES_ATTR = "_rbac_abac_rules"
+#: The attribute :func:`~flask_rbac_abac.public` sets on a view function or class.
+PUBLIC_ATTR = "_rbac_abac_public"
+#: Methods that pass through without authorization: a CORS preflight carries no credentials.
+PASS_THROUGH_METHODS = frozenset({"OPTIONS"})

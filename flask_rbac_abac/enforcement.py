@@ -1,0 +1,76 @@
+"""Evaluating a rule inside a request: the piece rules and decorators both stand on.
+
+A :class:`~flask_rbac_abac.rules.Rule` is also a view decorator and a context manager, and the
+public decorators of :mod:`flask_rbac_abac.decorators` are built from rules; both need "check
+this rule for the current request, through the app's extension". That lives here, below both,
+so imports flow one way (``decorators -> rules -> enforcement``); rules are named here in
+annotations only. ``OPTIONS`` requests pass through so CORS preflights work.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from flask import current_app, request
+from werkzeug.exceptions import HTTPException
+
+from ._names import EXTENSION_KEY, PASS_THROUGH_METHODS, RULES_ATTR
+from .routes import record_wrapped
+
+if TYPE_CHECKING:
+    from .rules import Decision, Rule
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def extension() -> Any:
+    """The current app's :class:`~flask_rbac_abac.RBACABAC`; ``RuntimeError`` when absent."""
+    try:
+        return current_app.extensions[EXTENSION_KEY]
+    except KeyError:
+        raise RuntimeError(
+            "flask_rbac_abac is not initialised on this app: call RBACABAC(app) or init_app(app)"
+        ) from None
+
+
+def enforce(rule: Rule, resource: Any = None) -> Decision:
+    """Evaluate ``rule`` for the current caller; abort with 403 JSON when it denies."""
+    return cast("Decision", extension().authorize(rule, resource))
+
+
+def protect(rule: Rule, resource: Callable[..., Any] | None = None) -> Callable[[F], F]:
+    """The view decorator behind :func:`~flask_rbac_abac.requires` (``rule`` is a rule).
+
+    :param resource: called with the view's keyword arguments; its result is the ``resource``
+        that ABAC predicates see. An HTTP error it raises (e.g. 404) passes through; any other
+        exception denies.
+    """
+
+    def decorator(view: F) -> F:
+        is_async = inspect.iscoroutinefunction(view)
+
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if request.method not in PASS_THROUGH_METHODS:
+                ext = extension()
+                target = None
+                if resource is not None:
+                    try:
+                        target = resource(**kwargs)
+                    except HTTPException:
+                        raise
+                    except Exception:
+                        ext.deny_for_error(rule)
+                ext.authorize(rule, target)
+            if is_async:
+                return current_app.ensure_sync(view)(*args, **kwargs)
+            return view(*args, **kwargs)
+
+        setattr(wrapper, RULES_ATTR, (*getattr(view, RULES_ATTR, ()), rule))
+        record_wrapped(view)
+        return cast(F, wrapper)
+
+    return decorator

@@ -31,6 +31,7 @@ from ._names import (
     G_IDENTITY,
     PASS_THROUGH_METHODS,
 )
+from .cli import rbac_abac_cli
 from .client import RedisAttributeClient
 from .decorators import public
 from .errors import (
@@ -142,9 +143,6 @@ class RBACABAC:
         app.before_request(self._before_request)
         if settings.metrics_endpoint is not None:
             self._serve_metrics(app, settings.metrics_endpoint, client)
-
-        from .cli import rbac_abac_cli
-
         app.cli.add_command(rbac_abac_cli)
 
     def _serve_metrics(self, app: Flask, path: str, client: RedisAttributeClient) -> None:

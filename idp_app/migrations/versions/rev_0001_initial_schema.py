@@ -1,8 +1,9 @@
 """Initial schema: the tables ``init-db`` made with ``create_all()`` before migrations.
 
-That is the schema up to commit 7bc7295. A database made then has these tables and no ``alembic_version``; ``init-db`` recognises it,
-stamps it at this revision (its data untouched) and upgrades it. Constraint names are left to
-the database, as ``create_all()`` left them, so they match on an adopted database.
+That is the schema up to commit 7bc7295. A database made then has these tables and no
+``alembic_version``; ``init-db`` recognises it, stamps it at this revision (its data untouched)
+and upgrades it. Constraint names are left to the database, as ``create_all()`` left them, so
+they match on an adopted database.
 
 Revision ID: 0001
 Revises:

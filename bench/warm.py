@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from flask_rbac_abac.codec import encode_value
 from flask_rbac_abac.keys import attributes_key
-from idp_app import create_app, db, operations, warming
+from idp_app import create_app, db, operations, schema, warming
 from idp_app.models import RoleAssignment, Service, User, UserServiceVersion
 
 REDIS_URL = os.environ.get("RBAC_ABAC_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -72,7 +72,7 @@ def make_app(database_url: str, key_prefix: str) -> Flask:
         }
     )
     with app.app_context():
-        db.create_all()
+        schema.upgrade()
     return app
 
 

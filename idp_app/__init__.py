@@ -13,7 +13,7 @@ from typing import Any
 from flask import Flask
 
 from . import cli, converters, errors, metrics, outbox, ratelimit, settings, views
-from .extensions import db
+from .extensions import db, migrate
 
 __all__ = ["create_app", "db"]
 
@@ -52,6 +52,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     app.extensions["idp_app"] = {}
     db.init_app(app)
+    migrate.init_app(app, db)
     errors.register(app)
     converters.register(app)  # before the blueprints, whose rules use them
     views.register(app)

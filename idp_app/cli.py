@@ -12,7 +12,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
-from . import operations, outbox, signing_keys, validation, warming
+from . import operations, outbox, schema, signing_keys, validation, warming
 from .errors import ApiError
 from .extensions import db
 
@@ -58,11 +58,29 @@ def _sync_note(ok: bool) -> None:
         click.echo("warning: Redis did not take the change; cached values may be stale", err=True)
 
 
+def _upgrade_schema() -> schema.Upgrade:
+    try:
+        return schema.upgrade()
+    except schema.SchemaError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @click.command("init-db")
 @with_appcontext
 def init_db() -> None:
-    """Create the tables (existing ones are left alone) and the first signing key if needed."""
-    db.create_all()
+    """Create or upgrade the schema to the latest revision, and the first signing key if needed.
+
+    Safe to run again, and on a database made before migrations (it is adopted, data kept).
+    """
+    done = _upgrade_schema()
+    if done.adopted:
+        click.echo(
+            f"Adopted a database made before migrations: stamped at {schema.LEGACY_REVISION}."
+        )
+    if done.before == done.after:
+        click.echo(f"The schema is at the latest revision ({done.after}).")
+    else:
+        click.echo(f"Upgraded the schema from {done.before or 'nothing'} to {done.after}.")
     key = signing_keys.ensure_key()
     db.session.commit()
     click.echo("Initialized the database.")
@@ -161,7 +179,7 @@ def assign_role(username: str, service: str, roles: tuple[str, ...]) -> None:
 @click.option("--token-out", type=click.Path(dir_okay=False), help="write the token JSON here")
 def seed_demo(token_out: str | None) -> None:
     """Create billing_api and the demo users; safe to run again (issues a fresh token)."""
-    db.create_all()
+    _upgrade_schema()
     result = operations.register_service(DEMO_SERVICE, DEMO_MANIFEST)
     token = result.token or operations.issue_service_token(result.service)
     syncs = [result.sync]

@@ -17,7 +17,7 @@ from flask import Flask, jsonify
 from werkzeug.serving import make_server
 
 from flask_rbac_abac import RBACABAC, current_attributes, requires_permission, requires_role
-from idp_app import create_app, db
+from idp_app import create_app, db, schema
 
 from .conftest import REDIS_URL
 from .servers import wait_for
@@ -41,7 +41,7 @@ def idp_url(tmp_path, key_prefix, real_redis) -> Iterator[str]:
         }
     )
     with app.app_context():
-        db.create_all()
+        schema.upgrade()
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -17,7 +17,7 @@ import responses
 from flask import Flask, jsonify
 
 from flask_rbac_abac import RBACABAC, current_attributes, requires_permission
-from idp_app import create_app, db
+from idp_app import create_app, db, schema
 
 from .conftest import IDP, REDIS_URL, make_token
 
@@ -55,7 +55,7 @@ def world(tmp_path, key_prefix, real_redis) -> Iterator[World]:
         }
     )
     with app.app_context():
-        db.create_all()
+        schema.upgrade()
     admin = app.test_client()
     r = admin.post("/api/services/", json={"name": "billing_api", "roles": MANIFEST}, headers=ADMIN)
     users = {}

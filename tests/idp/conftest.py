@@ -1,11 +1,20 @@
-"""IdP fixtures: an app per test on SQLite (tmp_path) and on the real PostgreSQL, real Redis."""
+"""IdP fixtures: an app per test on SQLite (tmp_path) and on the real PostgreSQL, real Redis.
+
+The schema is the migrations' (``idp_app/migrations/``), never ``create_all()``'s, so every test
+runs against what ``init-db`` builds. To stay fast the migrations run once per session per
+backend: into a SQLite file each test's database is copied from, and into the session's
+PostgreSQL database, whose tables are emptied before each test.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -13,7 +22,7 @@ import pytest
 import redis
 from sqlalchemy import make_url, text
 
-from idp_app import create_app, db
+from idp_app import create_app, db, schema
 from tests.conftest import POSTGRES_URL, REDIS_URL, port_open, service_missing
 
 ADMIN_TOKEN = "admin-token-for-the-tests-0123456789"
@@ -24,19 +33,43 @@ MANIFEST = {
     "accountant": ["invoice:read", "invoice:write"],
     "viewer": ["invoice:read"],
 }
-TABLES = (
-    "sync_outbox, role_assignments, user_service_versions, service_tokens, services, users, "
-    "signing_keys"
-)
 
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """A database of its own for this session, dropped at the end."""
+def app_config(database_url: str, key_prefix: str, **overrides: Any) -> dict[str, Any]:
+    return {
+        "TESTING": True,
+        "DATABASE_URL": database_url,
+        "RBAC_ABAC_REDIS_URL": REDIS_URL,
+        "RBAC_ABAC_KEY_PREFIX": key_prefix,
+        "IDP_ADMIN_TOKEN": ADMIN_TOKEN,
+        "RBAC_ABAC_JWT_SECRET": JWT_SECRET,
+        "IDP_PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
+        **overrides,
+    }
+
+
+def dispose(app: Any) -> None:
+    with app.app_context():
+        db.session.remove()
+        for engine in db.engines.values():
+            engine.dispose()
+
+
+def migrate_to_head(database_url: str) -> None:
+    """Run the migrations on this database, through an app of its own (disposed after)."""
+    app = create_app(app_config(database_url, "idp-test-schema"))
+    with app.app_context():
+        schema.upgrade()
+    dispose(app)
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database; dropped (connections and all) on exit."""
     url = make_url(POSTGRES_URL)
     if not port_open(url.host or "127.0.0.1", url.port or 5432):
         service_missing(f"PostgreSQL at {url.host}:{url.port}")
@@ -44,9 +77,27 @@ def pg_url() -> Iterator[str]:
     name = "idp_test_" + uuid.uuid4().hex[:12]
     with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=5) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    yield url.set(database=name).render_as_string(hide_password=False)
-    with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A database of its own for this session, migrated to the latest revision once."""
+    with postgres_database() as url:
+        migrate_to_head(url)
+        yield url
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated to the latest revision, copied into each test's empty database."""
+    path = tmp_path_factory.mktemp("schema") / "idp.sqlite3"
+    migrate_to_head(f"sqlite:///{path}")
+    return path
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -62,36 +113,31 @@ def sqlite_url(tmp_path: Any) -> str:
 
 
 @pytest.fixture
-def make_app(key_prefix: str) -> Iterator[Callable[..., Any]]:
-    """Build an app with the test's key prefix and an empty schema; engines are disposed after."""
+def make_app(key_prefix: str, sqlite_template: Path) -> Iterator[Callable[..., Any]]:
+    """Build an app with the test's key prefix on the migrated schema with no rows (a SQLite
+    file that already exists is left as it is); engines are disposed after.
+
+    ``migrated=False`` leaves the database alone, for the tests of the migrations themselves.
+    """
     apps = []
 
-    def make(database_url: str, **overrides: Any) -> Any:
-        config = {
-            "TESTING": True,
-            "DATABASE_URL": database_url,
-            "RBAC_ABAC_REDIS_URL": REDIS_URL,
-            "RBAC_ABAC_KEY_PREFIX": key_prefix,
-            "IDP_ADMIN_TOKEN": ADMIN_TOKEN,
-            "RBAC_ABAC_JWT_SECRET": JWT_SECRET,
-            "IDP_PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
-            **overrides,
-        }
-        app = create_app(config)
-        with app.app_context():
-            db.create_all()
-            if db.engine.dialect.name == "postgresql":
-                db.session.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+    def make(database_url: str, *, migrated: bool = True, **overrides: Any) -> Any:
+        url = make_url(database_url)
+        if migrated and url.get_backend_name() == "sqlite" and url.database:
+            if not Path(url.database).exists():
+                shutil.copyfile(sqlite_template, url.database)
+        app = create_app(app_config(database_url, key_prefix, **overrides))
+        if migrated and url.get_backend_name() == "postgresql":
+            tables = ", ".join(table.name for table in db.metadata.sorted_tables)
+            with app.app_context():
+                db.session.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
                 db.session.commit()
         apps.append(app)
         return app
 
     yield make
     for app in apps:
-        with app.app_context():
-            db.session.remove()
-            for engine in db.engines.values():
-                engine.dispose()
+        dispose(app)
         client = app.extensions["idp_app"].get("redis")
         if client is not None:
             client[1].close()

@@ -21,17 +21,20 @@ def runner(app):
 
 
 def test_init_db_creates_the_tables(make_app, sqlite_url, real_redis):
-    app = make_app(sqlite_url)
+    app = make_app(sqlite_url, migrated=False)
     with app.app_context():
-        db.drop_all()
         assert inspect(db.engine).get_table_names() == []
     result = app.test_cli_runner().invoke(args=["init-db"])
     assert result.exit_code == 0, result.output
     assert "Initialized the database." in result.output
     with app.app_context():
-        assert {"users", "services", "role_assignments", "service_tokens"} <= set(
-            inspect(db.engine).get_table_names()
-        )
+        assert {
+            "users",
+            "services",
+            "role_assignments",
+            "service_tokens",
+            "alembic_version",
+        } <= set(inspect(db.engine).get_table_names())
 
 
 def test_create_service_prints_a_working_token(runner, api):

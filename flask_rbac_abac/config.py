@@ -1,7 +1,9 @@
 """Configuration keys, their defaults and their validation.
 
 Every key can be set in ``app.config``; the ones marked with an environment variable take their
-default from it. Validation errors are :class:`ConfigurationError` and name the key.
+default from it, the others from :mod:`.defaults` (the one place default values are written).
+Validation errors are :class:`ConfigurationError` and name the key; :func:`load` returns the
+validated :class:`Settings` that the app's client is built from.
 
 The identity provider reads its shared keys the same way: the ``DEFAULT_AUDIENCE`` /
 ``DEFAULT_ISSUER`` / ``DEFAULT_REDIS_URL`` defaults (from :mod:`.defaults`), :func:`jwt_secret`

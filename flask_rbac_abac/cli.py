@@ -29,7 +29,7 @@ from flask.cli import AppGroup
 from . import metrics
 from ._names import EXTENSION_KEY, PASS_THROUGH_METHODS
 from .client import RedisAttributeClient
-from .config import DEFAULT_IDP_URL
+from .defaults import DEFAULT_IDP_URL
 from .errors import IdentityProviderError, InvalidKeyPart, RBACABACError
 from .model import UserAttributes, validate_user_id
 from .routes import Protection, ViewProtection, classify

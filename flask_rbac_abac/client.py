@@ -5,7 +5,8 @@ The lookup path, in order:
 1. L1 fresh hit: no I/O at all.
 2. L2 (one ``GET``): decoded and validated; a value that fails to decode is a miss.
 3. Miss with auto-refresh: one caller per key asks the IdP (single-flight in this process, a
-   short Redis lease across processes); the IdP writes Redis and answers with the value.
+   short Redis lease across processes: :mod:`.singleflight`); the IdP writes Redis and answers
+   with the value.
 4. The IdP failed: a stale L1 value no older than ``max_stale`` past its freshness is served,
    flagged and counted; otherwise :class:`AttributesUnavailable` (the caller answers 503).
 """
@@ -13,9 +14,7 @@ The lookup path, in order:
 from __future__ import annotations
 
 import logging
-import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -24,10 +23,22 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from . import signals
 from .codec import ValueKeys, decode_value
-from .config import DEFAULT_CACHE_TTL, DEFAULT_IDP_URL, DEFAULT_REDIS_URL
-from .connection import DEFAULT_TIMEOUT, connect
+from .config import Settings
 from .connection import close as close_redis
-from .errors import AttributesUnavailable, DecodeError, IdentityProviderError
+from .connection import connect
+from .defaults import (
+    DEFAULT_AUTO_REFRESH,
+    DEFAULT_CACHE_TTL,
+    DEFAULT_IDP_TIMEOUT,
+    DEFAULT_IDP_URL,
+    DEFAULT_INVALIDATION,
+    DEFAULT_LOCAL_CACHE_SIZE,
+    DEFAULT_LOCAL_CACHE_TTL,
+    DEFAULT_MAX_STALE,
+    DEFAULT_REDIS_TIMEOUT,
+    DEFAULT_REDIS_URL,
+)
+from .errors import DecodeError, IdentityProviderError
 from .health import DEGRADED, OK, HealthState
 from .idp import CircuitBreaker, IdentityProviderClient
 from .invalidation import Subscriber
@@ -35,38 +46,21 @@ from .keys import DEFAULT_KEY_PREFIX, attributes_key, lease_key, validate_prefix
 from .local_cache import Key, LocalCache, Ticket
 from .metrics import Stats
 from .model import Invalidation, UserAttributes, validate_service_name, validate_user_id
+from .singleflight import HolderFailed, Lease, SingleFlight
 from .store import delete_attributes, publish_invalidation, store_attributes
 
 log = logging.getLogger(__name__)
 
 REDIS_ERRORS = (RedisError, RedisClusterException, OSError)
-LEASE_POLL = 0.02
-#: What a lease holder whose refresh failed leaves in the lease, and for how long (ms): the
-#: processes waiting on it fail with it instead of each sending the IdP one more call.
-LEASE_FAILED = "!failed"
-LEASE_FAILED_MS = 1000
-_FAILED_VALUES = (LEASE_FAILED, LEASE_FAILED.encode())
-_TAKE_LEASE = """
-local cur = redis.call('GET', KEYS[1])
-if cur and cur ~= ARGV[3] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-"""
 #: (connect, read) seconds of the background health probe of the IdP.
 HEALTH_PROBE_TIMEOUT = (0.5, 1.0)
 
 
-class _Flight:
-    """One in-progress refresh that other threads wait on."""
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.result: UserAttributes | None = None
-        self.error: BaseException | None = None
-
-
 class RedisAttributeClient:
     """Loads and caches :class:`UserAttributes` for one service (usable outside Flask).
+
+    Outside Flask, build it with keywords; ``init_app`` builds it from the app's validated
+    settings instead (:meth:`from_settings`). Every default is the library's (:mod:`.defaults`).
 
     :param redis_url: ``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://`` or
         ``redis+cluster://`` URL; ignored when ``redis`` is given.
@@ -89,41 +83,91 @@ class RedisAttributeClient:
         identity_provider_url: str = DEFAULT_IDP_URL,
         service_token: str | None = None,
         key_prefix: str = DEFAULT_KEY_PREFIX,
-        auto_refresh: bool = True,
-        local_cache_size: int = 10000,
-        local_cache_ttl: float = 60,
-        max_stale: float = 300,
-        redis_timeout: float = DEFAULT_TIMEOUT,
-        idp_timeout: tuple[float, float] = (0.5, 3.0),
-        invalidation: bool = True,
+        auto_refresh: bool = DEFAULT_AUTO_REFRESH,
+        local_cache_size: int = DEFAULT_LOCAL_CACHE_SIZE,
+        local_cache_ttl: float = DEFAULT_LOCAL_CACHE_TTL,
+        max_stale: float = DEFAULT_MAX_STALE,
+        redis_timeout: float = DEFAULT_REDIS_TIMEOUT,
+        idp_timeout: tuple[float, float] = DEFAULT_IDP_TIMEOUT,
+        invalidation: bool = DEFAULT_INVALIDATION,
         value_keys: ValueKeys | None = None,
         redis: Any = None,
         session: requests.Session | None = None,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.service_name = validate_service_name(service_name)
-        self.key_prefix = validate_prefix(key_prefix)
-        self.ttl = int(ttl)
-        self.auto_refresh = auto_refresh
-        self.value_keys = dict(value_keys or {})
-        self.redis_url = redis_url
-        self.redis = redis if redis is not None else connect(redis_url, timeout=redis_timeout)
-        self._redis_timeout = redis_timeout
-        self._own_redis = redis is None
-        self.local = LocalCache(local_cache_size, local_cache_ttl, max_stale, timer=timer)
-        self.idp = IdentityProviderClient(
-            identity_provider_url,
+        settings = Settings(
+            service_name=validate_service_name(service_name),
+            key_prefix=validate_prefix(key_prefix),
+            cache_ttl=int(ttl),
+            redis_url=redis_url,
+            identity_provider_url=identity_provider_url,
             service_token=service_token,
-            timeout=idp_timeout,
+            auto_refresh=auto_refresh,
+            local_cache_size=local_cache_size,
+            local_cache_ttl=local_cache_ttl,
+            max_stale=max_stale,
+            redis_timeout=redis_timeout,
+            idp_timeout=idp_timeout,
+            invalidation=invalidation,
+            value_keys=dict(value_keys or {}),
+        )
+        self._setup(settings, redis=redis, session=session, timer=timer)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        redis: Any = None,
+        session: requests.Session | None = None,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> RedisAttributeClient:
+        """A client for validated ``settings`` (:func:`.config.load`): how ``init_app`` builds
+        one. ``redis``, ``session`` and ``timer`` are as for the keyword constructor, which is
+        not called."""
+        client = cls.__new__(cls)
+        client._setup(settings, redis=redis, session=session, timer=timer)
+        return client
+
+    def _setup(
+        self,
+        settings: Settings,
+        *,
+        redis: Any,
+        session: requests.Session | None,
+        timer: Callable[[], float],
+    ) -> None:
+        self.settings = settings
+        self.service_name = settings.service_name
+        self.key_prefix = settings.key_prefix
+        self.ttl = settings.cache_ttl
+        self.auto_refresh = settings.auto_refresh
+        self.value_keys = dict(settings.value_keys)
+        self.redis_url = settings.redis_url
+        self.redis = redis if redis is not None else self._connect(retries=1)
+        self._own_redis = redis is None
+        self.local = LocalCache(
+            settings.local_cache_size, settings.local_cache_ttl, settings.max_stale, timer=timer
+        )
+        self.idp = IdentityProviderClient(
+            settings.identity_provider_url,
+            service_token=settings.service_token,
+            timeout=settings.idp_timeout,
             breaker=CircuitBreaker(timer=timer),
             session=session,
         )
         self.metrics = Stats()
         self.health = HealthState({"redis": self._probe_redis, "idp": self._probe_idp})
-        self._flights: dict[Key, _Flight] = {}
-        self._flights_lock = threading.Lock()
+        # A lease is held at most for its holder's whole IdP budget, plus a margin. A follower
+        # in this process waits for its leader, who may wait out another process's lease and
+        # then make its own call.
+        self._lease_ttl = sum(settings.idp_timeout) + 1.0
+        self._single_flight: SingleFlight[Key, UserAttributes | None] = SingleFlight(
+            self._lease_ttl + sum(settings.idp_timeout) + 1.0,
+            on_wait=lambda: self.metrics.incr("refresh_waits"),
+        )
         self.subscriber: Subscriber | None = None
-        if invalidation:
+        if settings.invalidation:
             self.subscriber = Subscriber(
                 self._subscriber_redis,
                 self.key_prefix,
@@ -182,7 +226,7 @@ class RedisAttributeClient:
                 return None
             if not (auto_refresh and self.auto_refresh):
                 return None
-            return self._refresh_single_flight(key, redis_ok)
+            return self._single_flight.run(key, lambda: self._refresh(key, redis_ok))
         finally:
             self.metrics.observe_lookup(time.perf_counter() - started)
 
@@ -211,38 +255,14 @@ class RedisAttributeClient:
             return None, True
         return attrs, True
 
-    def _refresh_single_flight(self, key: Key, redis_ok: bool) -> UserAttributes | None:
-        with self._flights_lock:
-            flight = self._flights.get(key)
-            leader = flight is None
-            if flight is None:
-                flight = self._flights[key] = _Flight()
-        if not leader:
-            self.metrics.incr("refresh_waits")
-            # The leader may wait out another process's lease, then make its own call.
-            if not flight.done.wait(self._lease_seconds() + sum(self.idp.timeout) + 1.0):
-                raise AttributesUnavailable("timed out waiting for a concurrent refresh")
-            if flight.error is not None:
-                raise flight.error
-            return flight.result
-        try:
-            flight.result = self._refresh(key, redis_ok)
-            return flight.result
-        except BaseException as exc:
-            flight.error = exc
-            raise
-        finally:
-            flight.done.set()
-            with self._flights_lock:
-                self._flights.pop(key, None)
-
     def _refresh(self, key: Key, redis_ok: bool) -> UserAttributes | None:
         ticket = self.local.ticket(key)
-        token = None
+        lease = None
         failed = False
         try:
             if redis_ok:
-                token, attrs = self._acquire_lease(key)
+                lease = Lease(self.redis, lease_key(self.key_prefix, *key), ttl=self._lease_ttl)
+                attrs = self._take_lease(lease, key)
                 if attrs is not None:
                     self.local.put(key, attrs, ticket)
                     return attrs
@@ -255,8 +275,8 @@ class RedisAttributeClient:
                 return stale
             raise
         finally:
-            if token is not None:
-                self._release_lease(key, token, failed)
+            if lease is not None:
+                self._release_lease(lease, failed)
         return self._keep_refreshed(key, attrs, ticket, manual=False)
 
     def _keep_refreshed(
@@ -271,65 +291,30 @@ class RedisAttributeClient:
         signals.attributes_refreshed.send(self, attributes=attrs, manual=manual)
         return attrs
 
-    def _lease_seconds(self) -> float:
-        """How long a lease is held at most: its holder's whole IdP budget, plus a margin."""
-        return sum(self.idp.timeout) + 1.0
+    def _take_lease(self, lease: Lease, key: Key) -> UserAttributes | None:
+        """Take the cross-process lease, or return its holder's result once it is in Redis.
 
-    def _acquire_lease(self, key: Key) -> tuple[str | None, UserAttributes | None]:
-        """Take the cross-process lease, or wait for its holder's result in Redis.
-
-        While another process holds the lease, its call is the one refresh in flight for this
-        key: this waits for its value in Redis, fails with it when it failed (the holder leaves
-        :data:`LEASE_FAILED` for the waiters), and takes the lease itself only once it is
-        released (an unknown user writes no value) or expired (its holder died). So there is at
-        most one IdP call per key at any moment, and a holder killed mid-refresh delays the
-        next one by at most the lease time.
+        ``None`` with the lease held, or without it when Redis fails (this process refreshes
+        anyway). When the holder this waited on failed, so does this call, with no IdP call of
+        its own (see :class:`.Lease`).
         """
-        name = lease_key(self.key_prefix, *key)
-        token = uuid.uuid4().hex
-        lease = self._lease_seconds()
-        deadline = time.monotonic() + lease
-        waited_on_holder = False
         try:
-            while True:
-                # Free, or holding only an earlier failure this call did not wait for: take it.
-                replaceable = "" if waited_on_holder else LEASE_FAILED
-                if self.redis.eval(_TAKE_LEASE, 1, name, token, int(lease * 1000), replaceable):
-                    return token, None
-                if waited_on_holder and self.redis.get(name) in _FAILED_VALUES:
-                    self.metrics.incr("idp_errors")
-                    raise IdentityProviderError(
-                        "a concurrent refresh of this user failed", reason="peer_failed"
-                    )
-                waited_on_holder = True
-                time.sleep(LEASE_POLL)
-                attrs, ok = self._read_l2(key)
-                if attrs is not None or not ok:
-                    return None, attrs
-                if time.monotonic() >= deadline:
-                    return None, None  # never seen free (a clock jump?): refresh ourselves
+            return lease.acquire_or_wait(lambda: self._read_l2(key))
+        except HolderFailed:
+            self.metrics.incr("idp_errors")
+            raise IdentityProviderError(
+                "a concurrent refresh of this user failed", reason="peer_failed"
+            ) from None
         except REDIS_ERRORS:
             self.metrics.incr("redis_errors")
             self.health.record("redis", False)
-            return None, None
+            return None
 
-    def _release_lease(self, key: Key, token: str, failed: bool = False) -> None:
-        """Give the lease back, or (``failed``) leave :data:`LEASE_FAILED` in it for a moment."""
-        name = lease_key(self.key_prefix, *key)
+    def _release_lease(self, lease: Lease, failed: bool) -> None:
         try:
-            # Compare-and-swap, so an expired lease taken by another process is left alone.
-            self.redis.eval(
-                "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end "
-                "if ARGV[2] == '' then return redis.call('DEL', KEYS[1]) end "
-                "return redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])",
-                1,
-                name,
-                token,
-                LEASE_FAILED if failed else "",
-                LEASE_FAILED_MS,
-            )
+            lease.release(failed=failed)
         except REDIS_ERRORS:
-            self.metrics.incr("redis_errors")
+            self.metrics.incr("redis_errors")  # it expires by itself
 
     def _call_idp(self, key: Key) -> UserAttributes | None:
         service, user = key
@@ -397,9 +382,12 @@ class RedisAttributeClient:
 
     # -- invalidation -----------------------------------------------------------------------
 
+    def _connect(self, *, retries: int) -> Any:
+        return connect(self.redis_url, timeout=self.settings.redis_timeout, retries=retries)
+
     def _subscriber_redis(self) -> Any:
         if self._own_redis:
-            return connect(self.redis_url, timeout=self._redis_timeout, retries=0)
+            return self._connect(retries=0)
         return self.redis
 
     def listen(self) -> None:

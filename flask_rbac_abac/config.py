@@ -1,13 +1,15 @@
 """Configuration keys, their defaults and their validation.
 
 Every key can be set in ``app.config``; the ones marked with an environment variable take their
-default from it. Validation errors are :class:`ConfigurationError` and name the key.
+default from it, the others from :mod:`.defaults` (the one place default values are written).
+Validation errors are :class:`ConfigurationError` and name the key; :func:`load` returns the
+validated :class:`Settings` that the app's client is built from.
 
 The identity provider reads its shared keys the same way: the ``DEFAULT_AUDIENCE`` /
-``DEFAULT_ISSUER`` / ``DEFAULT_REDIS_URL`` defaults, :func:`jwt_secret` and the number parsers
-(:func:`positive_int`, :func:`non_negative_int`, :func:`positive_float`) are public through
-:mod:`flask_rbac_abac.shared` (the contract between the two); everything else here is the
-library's own.
+``DEFAULT_ISSUER`` / ``DEFAULT_REDIS_URL`` defaults (from :mod:`.defaults`), :func:`jwt_secret`
+and the number parsers (:func:`positive_int`, :func:`non_negative_int`, :func:`positive_float`)
+are public through :mod:`flask_rbac_abac.shared` (the contract between the two); everything
+else here is the library's own.
 """
 
 from __future__ import annotations
@@ -18,22 +20,36 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .codec import parse_value_keys
+from .defaults import (
+    DEFAULT_ASYMMETRIC_ALGORITHMS,
+    DEFAULT_AUDIENCE,
+    DEFAULT_AUTO_REFRESH,
+    DEFAULT_CACHE_TTL,
+    DEFAULT_IDP_TIMEOUT,
+    DEFAULT_IDP_URL,
+    DEFAULT_INVALIDATION,
+    DEFAULT_ISSUER,
+    DEFAULT_JWKS_LIFESPAN,
+    DEFAULT_JWKS_TIMEOUT,
+    DEFAULT_JWT_USER_CLAIM,
+    DEFAULT_LOCAL_CACHE_SIZE,
+    DEFAULT_LOCAL_CACHE_TTL,
+    DEFAULT_MAX_STALE,
+    DEFAULT_REDIS_TIMEOUT,
+    DEFAULT_REDIS_URL,
+    DEFAULT_REQUIRE_AUTHORIZATION,
+    DEFAULT_TOKEN_CACHE_SIZE,
+)
 from .errors import ConfigurationError, InvalidKeyPart
 from .keys import DEFAULT_KEY_PREFIX, validate_prefix
 from .model import validate_service_name
 
-DEFAULT_CACHE_TTL = 86400
-DEFAULT_IDP_URL = "http://identity-provider:8000"
-DEFAULT_REDIS_URL = "redis://localhost:6379/0"
-DEFAULT_AUDIENCE = "rbac-abac"
-DEFAULT_ISSUER = "rbac-abac-idp"
 MIN_HS256_SECRET_BYTES = 32
 #: Algorithms a public key or a JWKS may be used with (``RBAC_ABAC_JWT_ALGORITHMS`` picks among
 #: them); HS256 is only ever used with ``RBAC_ABAC_JWT_SECRET``.
 ASYMMETRIC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
-DEFAULT_ASYMMETRIC_ALGORITHMS = ("RS256", "ES256")
 
 
 def _env(name: str, default: Any) -> Any:
@@ -47,24 +63,26 @@ DEFAULTS: dict[str, Callable[[], Any]] = {
     "RBAC_ABAC_REDIS_URL": lambda: _env("RBAC_ABAC_REDIS_URL", DEFAULT_REDIS_URL),
     "RBAC_ABAC_SERVICE_TOKEN": lambda: _env("RBAC_ABAC_SERVICE_TOKEN", None),
     "RBAC_ABAC_KEY_PREFIX": lambda: _env("RBAC_ABAC_KEY_PREFIX", DEFAULT_KEY_PREFIX),
-    "RBAC_ABAC_AUTO_REFRESH": lambda: _env("RBAC_ABAC_AUTO_REFRESH", True),
-    "RBAC_ABAC_LOCAL_CACHE_SIZE": lambda: 10000,
-    "RBAC_ABAC_LOCAL_CACHE_TTL": lambda: 60,
-    "RBAC_ABAC_MAX_STALE": lambda: _env("RBAC_ABAC_MAX_STALE", 300),
-    "RBAC_ABAC_REDIS_TIMEOUT": lambda: 0.25,
-    "RBAC_ABAC_IDP_TIMEOUT": lambda: (0.5, 3.0),
-    "RBAC_ABAC_INVALIDATION": lambda: _env("RBAC_ABAC_INVALIDATION", True),
+    "RBAC_ABAC_AUTO_REFRESH": lambda: _env("RBAC_ABAC_AUTO_REFRESH", DEFAULT_AUTO_REFRESH),
+    "RBAC_ABAC_LOCAL_CACHE_SIZE": lambda: DEFAULT_LOCAL_CACHE_SIZE,
+    "RBAC_ABAC_LOCAL_CACHE_TTL": lambda: DEFAULT_LOCAL_CACHE_TTL,
+    "RBAC_ABAC_MAX_STALE": lambda: _env("RBAC_ABAC_MAX_STALE", DEFAULT_MAX_STALE),
+    "RBAC_ABAC_REDIS_TIMEOUT": lambda: DEFAULT_REDIS_TIMEOUT,
+    "RBAC_ABAC_IDP_TIMEOUT": lambda: DEFAULT_IDP_TIMEOUT,
+    "RBAC_ABAC_INVALIDATION": lambda: _env("RBAC_ABAC_INVALIDATION", DEFAULT_INVALIDATION),
     "RBAC_ABAC_JWT_SECRET": lambda: _env("RBAC_ABAC_JWT_SECRET", None),
     "RBAC_ABAC_JWT_PUBLIC_KEY": lambda: _env("RBAC_ABAC_JWT_PUBLIC_KEY", None),
     "RBAC_ABAC_JWKS_URL": lambda: _env("RBAC_ABAC_JWKS_URL", None),
-    "RBAC_ABAC_JWKS_TIMEOUT": lambda: 2.0,
-    "RBAC_ABAC_JWKS_LIFESPAN": lambda: 300,
+    "RBAC_ABAC_JWKS_TIMEOUT": lambda: DEFAULT_JWKS_TIMEOUT,
+    "RBAC_ABAC_JWKS_LIFESPAN": lambda: DEFAULT_JWKS_LIFESPAN,
     "RBAC_ABAC_JWT_ALGORITHMS": lambda: _env("RBAC_ABAC_JWT_ALGORITHMS", None),
-    "RBAC_ABAC_JWT_USER_CLAIM": lambda: _env("RBAC_ABAC_JWT_USER_CLAIM", "sub"),
+    "RBAC_ABAC_JWT_USER_CLAIM": lambda: _env("RBAC_ABAC_JWT_USER_CLAIM", DEFAULT_JWT_USER_CLAIM),
     "RBAC_ABAC_JWT_AUDIENCE": lambda: _env("RBAC_ABAC_JWT_AUDIENCE", DEFAULT_AUDIENCE),
     "RBAC_ABAC_JWT_ISSUER": lambda: _env("RBAC_ABAC_JWT_ISSUER", DEFAULT_ISSUER),
-    "RBAC_ABAC_TOKEN_CACHE_SIZE": lambda: 10000,
-    "RBAC_ABAC_REQUIRE_AUTHORIZATION": lambda: _env("RBAC_ABAC_REQUIRE_AUTHORIZATION", False),
+    "RBAC_ABAC_TOKEN_CACHE_SIZE": lambda: DEFAULT_TOKEN_CACHE_SIZE,
+    "RBAC_ABAC_REQUIRE_AUTHORIZATION": lambda: _env(
+        "RBAC_ABAC_REQUIRE_AUTHORIZATION", DEFAULT_REQUIRE_AUTHORIZATION
+    ),
     "RBAC_ABAC_VALUE_KEYS": lambda: _env("RBAC_ABAC_VALUE_KEYS", None),
     "RBAC_ABAC_METRICS_ENDPOINT": lambda: _env("RBAC_ABAC_METRICS_ENDPOINT", None),
 }
@@ -160,40 +178,45 @@ def jwt_algorithms(value: object, *, symmetric: bool) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Settings:
-    """The validated configuration of one app."""
+    """The validated configuration of one app (what :func:`load` returns).
+
+    ``init_app`` builds the app's :class:`.RedisAttributeClient` from it
+    (:meth:`.RedisAttributeClient.from_settings`). Every field but ``service_name`` has the
+    library's default (:mod:`.defaults`), so a client built outside Flask gets the same ones.
+    """
 
     service_name: str
-    cache_ttl: int
-    identity_provider_url: str
-    redis_url: str
-    service_token: str | None
-    key_prefix: str
-    auto_refresh: bool
-    local_cache_size: int
-    local_cache_ttl: int
-    max_stale: int
-    redis_timeout: float
-    idp_timeout: tuple[float, float]
-    invalidation: bool
-    jwt_secret: str | None
-    jwt_public_key: str | None
-    jwt_audience: str
-    jwt_issuer: str
-    token_cache_size: int
+    cache_ttl: int = DEFAULT_CACHE_TTL
+    identity_provider_url: str = DEFAULT_IDP_URL
+    redis_url: str = DEFAULT_REDIS_URL
+    service_token: str | None = None
+    key_prefix: str = DEFAULT_KEY_PREFIX
+    auto_refresh: bool = DEFAULT_AUTO_REFRESH
+    local_cache_size: int = DEFAULT_LOCAL_CACHE_SIZE
+    local_cache_ttl: float = DEFAULT_LOCAL_CACHE_TTL
+    max_stale: float = DEFAULT_MAX_STALE
+    redis_timeout: float = DEFAULT_REDIS_TIMEOUT
+    idp_timeout: tuple[float, float] = DEFAULT_IDP_TIMEOUT
+    invalidation: bool = DEFAULT_INVALIDATION
+    jwt_secret: str | None = None
+    jwt_public_key: str | None = None
+    jwt_audience: str = DEFAULT_AUDIENCE
+    jwt_issuer: str = DEFAULT_ISSUER
+    token_cache_size: int = DEFAULT_TOKEN_CACHE_SIZE
     #: Refuse (403 ``no_rule``) a view with neither a rule nor ``@public``.
-    require_authorization: bool = False
+    require_authorization: bool = DEFAULT_REQUIRE_AUTHORIZATION
     #: Where the verification keys are published (an IdP's ``/.well-known/jwks.json``).
     jwks_url: str | None = None
     #: Seconds for each socket operation of a JWKS fetch.
-    jwks_timeout: float = 2.0
+    jwks_timeout: float = DEFAULT_JWKS_TIMEOUT
     #: Seconds a fetched JWKS is used before it is fetched again.
-    jwks_lifespan: int = 300
+    jwks_lifespan: int = DEFAULT_JWKS_LIFESPAN
     #: Algorithms a token may be signed with; empty: the default for the key kind.
     jwt_algorithms: tuple[str, ...] = ()
     #: The claim that carries the user id.
-    jwt_user_claim: str = "sub"
+    jwt_user_claim: str = DEFAULT_JWT_USER_CLAIM
     #: value-signing keys (key id -> secret); when set, unsigned values in Redis are misses
     value_keys: dict[str, bytes] = field(default_factory=dict)
     #: Serve Prometheus metrics at this path (``None``: no endpoint).

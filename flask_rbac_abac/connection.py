@@ -23,9 +23,8 @@ from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
+from .defaults import DEFAULT_REDIS_TIMEOUT
 from .errors import ConfigurationError
-
-DEFAULT_TIMEOUT = 0.25
 
 _PLAIN = ("redis", "rediss", "unix")
 _SENTINEL = ("redis+sentinel", "rediss+sentinel")
@@ -126,7 +125,7 @@ def check_scheme(url: str) -> str:
     return scheme
 
 
-def connect(url: str, *, timeout: float = DEFAULT_TIMEOUT, retries: int = 1) -> Any:
+def connect(url: str, *, timeout: float = DEFAULT_REDIS_TIMEOUT, retries: int = 1) -> Any:
     """Return a redis-py client (``Redis`` or ``RedisCluster``) for ``url``.
 
     :param url: one of the schemes in the module docstring.

@@ -120,24 +120,7 @@ class RBACABAC:
         if EXTENSION_KEY in app.extensions:
             raise RuntimeError("flask_rbac_abac is already registered on this app")
         settings = config.load(app.config)
-        client = RedisAttributeClient(
-            settings.redis_url,
-            service_name=settings.service_name,
-            ttl=settings.cache_ttl,
-            identity_provider_url=settings.identity_provider_url,
-            service_token=settings.service_token,
-            key_prefix=settings.key_prefix,
-            auto_refresh=settings.auto_refresh,
-            local_cache_size=settings.local_cache_size,
-            local_cache_ttl=settings.local_cache_ttl,
-            max_stale=settings.max_stale,
-            redis_timeout=settings.redis_timeout,
-            idp_timeout=settings.idp_timeout,
-            invalidation=settings.invalidation,
-            value_keys=settings.value_keys,
-            redis=redis,
-            session=session,
-        )
+        client = RedisAttributeClient.from_settings(settings, redis=redis, session=session)
         self._states[app] = _AppState(settings, client, self._verifier(settings))
         app.extensions[EXTENSION_KEY] = self
         app.before_request(self._before_request)

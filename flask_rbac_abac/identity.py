@@ -36,7 +36,14 @@ import jwt
 from cachetools import LRUCache
 from jwt.algorithms import get_default_algorithms
 
-from .config import ASYMMETRIC_ALGORITHMS, DEFAULT_ASYMMETRIC_ALGORITHMS, Settings
+from .config import ASYMMETRIC_ALGORITHMS, Settings
+from .defaults import (
+    DEFAULT_ASYMMETRIC_ALGORITHMS,
+    DEFAULT_JWKS_LIFESPAN,
+    DEFAULT_JWKS_TIMEOUT,
+    DEFAULT_JWT_USER_CLAIM,
+    DEFAULT_TOKEN_CACHE_SIZE,
+)
 from .errors import IdentityUnavailable, InvalidIdentity
 
 log = logging.getLogger(__name__)
@@ -51,7 +58,7 @@ _SUBJECT_RE = re.compile(r"[1-9][0-9]{0,18}")
 _ALGORITHMS = get_default_algorithms()
 
 
-def subject_user_id(sub: object, claim: str = "sub") -> int:
+def subject_user_id(sub: object, claim: str = DEFAULT_JWT_USER_CLAIM) -> int:
     """The user id a token's ``sub`` (or ``claim``) names; :class:`InvalidIdentity` unless it is
     canonical.
 
@@ -92,8 +99,8 @@ class JWKSKeys:
         self,
         url: str,
         *,
-        timeout: float = 2.0,
-        lifespan: float = 300.0,
+        timeout: float = DEFAULT_JWKS_TIMEOUT,
+        lifespan: float = DEFAULT_JWKS_LIFESPAN,
         min_refetch_interval: float = MIN_REFETCH_INTERVAL,
         max_stale: float = 0.0,
         timer: Callable[[], float] = time.monotonic,
@@ -185,8 +192,8 @@ class JWTVerifier:
         *,
         audience: str,
         issuer: str,
-        user_claim: str = "sub",
-        cache_size: int = 10000,
+        user_claim: str = DEFAULT_JWT_USER_CLAIM,
+        cache_size: int = DEFAULT_TOKEN_CACHE_SIZE,
         leeway: float = 0.0,
         timer: Callable[[], float] = time.time,
     ) -> None:

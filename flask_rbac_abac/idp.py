@@ -10,6 +10,7 @@ from typing import Any
 
 import requests
 
+from .defaults import DEFAULT_IDP_TIMEOUT
 from .errors import DecodeError, IdentityProviderError
 from .model import UserAttributes
 
@@ -90,7 +91,7 @@ class IdentityProviderClient:
         base_url: str,
         *,
         service_token: str | None = None,
-        timeout: tuple[float, float] = (0.5, 3.0),
+        timeout: tuple[float, float] = DEFAULT_IDP_TIMEOUT,
         breaker: CircuitBreaker | None = None,
         session: requests.Session | None = None,
     ) -> None:

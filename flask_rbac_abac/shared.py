@@ -17,9 +17,9 @@ breaking change for the identity provider, and is noted in ``CHANGES.rst``.
   (:mod:`flask_rbac_abac.store`), so a valid newer version is never overwritten whoever writes;
 - Redis connections: :func:`connect` (small timeouts, bounded retry) and :func:`check_scheme`
   (:mod:`flask_rbac_abac.connection`);
-- settings both sides read the same way: the defaults of the shared keys, the HS256 secret rule
-  (:func:`jwt_secret`), the value keys (:func:`value_keys`) and the parsers that name the bad
-  key (:mod:`flask_rbac_abac.config`);
+- settings both sides read the same way: the defaults of the shared keys
+  (:mod:`flask_rbac_abac.defaults`), the HS256 secret rule (:func:`jwt_secret`), the value keys
+  (:func:`value_keys`) and the parsers that name the bad key (:mod:`flask_rbac_abac.config`);
 - the Prometheus exposition both sides serve, one registry per gunicorn worker or a multiprocess
   directory (:mod:`flask_rbac_abac.metrics`);
 - the errors those raise (:mod:`flask_rbac_abac.errors`).
@@ -33,9 +33,6 @@ from __future__ import annotations
 
 from .codec import ValueKeys, decode_value, encode_value
 from .config import (
-    DEFAULT_AUDIENCE,
-    DEFAULT_ISSUER,
-    DEFAULT_REDIS_URL,
     as_bool,
     jwt_secret,
     non_negative_int,
@@ -44,6 +41,7 @@ from .config import (
     value_keys,
 )
 from .connection import check_scheme, connect
+from .defaults import DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEFAULT_REDIS_URL
 from .errors import ConfigurationError, DecodeError, InvalidKeyPart
 from .keys import (
     DEFAULT_KEY_PREFIX,

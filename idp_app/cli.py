@@ -13,8 +13,10 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 
 from . import operations, outbox, schema, signing_keys, validation, warming
+from .domain_errors import AlreadyExists, OperationError
 from .errors import ApiError
 from .extensions import db
+from .models import Service
 
 DEMO_SERVICE = "billing_api"
 DEMO_MANIFEST = {
@@ -48,9 +50,9 @@ def _pairs(items: tuple[str, ...], what: str) -> list[tuple[str, str]]:
     return out
 
 
-def _fail(exc: ApiError) -> click.ClickException:
+def _fail(exc: ApiError | OperationError) -> click.ClickException:
     db.session.rollback()
-    return click.ClickException(exc.message)
+    return click.ClickException(str(exc))
 
 
 def _sync_note(ok: bool) -> None:
@@ -94,7 +96,7 @@ def rotate_signing_key() -> None:
     """Sign with a new key from now on; the old one stays published until its tokens expire."""
     try:
         key, retired = signing_keys.rotate()
-    except ApiError as exc:
+    except (ApiError, OperationError) as exc:
         raise _fail(exc) from None
     db.session.commit()
     click.echo(f"New signing key {key.kid} ({key.algorithm}).")
@@ -124,12 +126,10 @@ def create_service(name: str, roles: tuple[str, ...], visible: str | None) -> No
         attributes = validation.visible_attributes(
             None if visible is None else [a for a in visible.split(",") if a]
         )
-        if db.session.execute(
-            db.select(operations.Service).where(operations.Service.name == name)
-        ).first():
-            raise ApiError(409, f"service {name!r} already exists")
+        if db.session.execute(db.select(Service).where(Service.name == name)).first():
+            raise AlreadyExists("service", name)
         result = operations.register_service(name, manifest, attributes)
-    except ApiError as exc:
+    except (ApiError, OperationError) as exc:
         raise _fail(exc) from None
     db.session.commit()
     click.echo(result.token)
@@ -147,7 +147,7 @@ def create_user(username: str, password: str, attrs: tuple[str, ...]) -> None:
         user = operations.create_user(
             validation.username(username), validation.password(password), attributes
         )
-    except ApiError as exc:
+    except (ApiError, OperationError) as exc:
         raise _fail(exc) from None
     db.session.commit()
     click.echo(f"created user {user.username} with id {user.id}")
@@ -167,7 +167,7 @@ def assign_role(username: str, service: str, roles: tuple[str, ...]) -> None:
         svc = operations.get_service(validation.service_name(service))
         current = operations.roles_of(user.id, svc)
         attrs, sync = operations.set_roles(user.id, svc.name, [*current, *roles])
-    except ApiError as exc:
+    except (ApiError, OperationError) as exc:
         raise _fail(exc) from None
     db.session.commit()
     _sync_note(outbox.deliver(sync))
@@ -277,7 +277,7 @@ def warm_cache(
                 result = warming.warm(service.name, selection, progress=bar.update)
         else:
             result = warming.warm(service.name, selection)
-    except ApiError as exc:
+    except (ApiError, OperationError) as exc:
         raise _fail(exc) from None
     click.echo(
         f"warmed {result.warmed} users for {result.service_name} in {result.seconds:.2f} s "

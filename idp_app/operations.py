@@ -24,7 +24,7 @@ from werkzeug.security import generate_password_hash
 from flask_rbac_abac.shared import UserAttributes
 
 from . import auth
-from .errors import ApiError
+from .domain_errors import AlreadyExists, ServiceNotRegistered, UnknownRoles, UserNotFound
 from .extensions import db
 from .models import (
     MAX_DB_ID,
@@ -51,18 +51,10 @@ class Sync:
         self.entry_ids.append(entry.id)
 
 
-def user_not_found(user_id: int) -> ApiError:
-    return ApiError(404, f"user {user_id} not found or inactive", "user_not_found")
-
-
-def service_not_found(name: str) -> ApiError:
-    return ApiError(404, f"service {name!r} is not registered", "service_not_registered")
-
-
 def get_service(name: str) -> Service:
     service = db.session.execute(select(Service).where(Service.name == name)).scalar_one_or_none()
     if service is None:
-        raise service_not_found(name)
+        raise ServiceNotRegistered(name)
     return service
 
 
@@ -80,7 +72,7 @@ def lock_user(user_id: int) -> User | None:
 def active_user(user_id: int) -> User:
     user = lock_user(user_id)
     if user is None or not user.active:
-        raise user_not_found(user_id)
+        raise UserNotFound(user_id)
     return user
 
 
@@ -220,7 +212,7 @@ def register_service(
             db.session.flush()
         except IntegrityError:
             db.session.rollback()
-            raise ApiError(409, f"service {name!r} already exists") from None
+            raise AlreadyExists("service", name) from None
         token = issue_service_token(service)
         return ServiceResult(service, True, token, Sync())
 
@@ -255,7 +247,7 @@ def register_service(
 
 def create_user(username: str, password: str, attributes: Mapping[str, Any]) -> User:
     if user_by_name(username) is not None:
-        raise ApiError(409, f"user {username!r} already exists")
+        raise AlreadyExists("user", username)
     user = User(
         username=username,
         password_hash=generate_password_hash(
@@ -269,17 +261,17 @@ def create_user(username: str, password: str, attributes: Mapping[str, Any]) -> 
         db.session.flush()
     except IntegrityError:
         db.session.rollback()
-        raise ApiError(409, f"user {username!r} already exists") from None
+        raise AlreadyExists("user", username) from None
     return user
 
 
 def set_roles(user_id: int, service_name: str, roles: Iterable[str]) -> tuple[UserAttributes, Sync]:
-    """Replace the user's roles in one service; unknown roles are a 400 naming them."""
+    """Replace the user's roles in one service; unknown roles are refused, naming them."""
     service = get_service(service_name)
     roles = sorted(set(roles))
     unknown = [r for r in roles if r not in service.manifest]
     if unknown:
-        raise ApiError(400, f"unknown role(s) for service {service_name!r}: {', '.join(unknown)}")
+        raise UnknownRoles(service_name, unknown)
     user = active_user(user_id)
     db.session.execute(
         delete(RoleAssignment).where(

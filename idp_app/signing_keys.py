@@ -29,7 +29,7 @@ from flask import current_app
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from sqlalchemy import select
 
-from .errors import ApiError
+from .domain_errors import SigningKeyFromConfiguration, TokenIssuingNotConfigured
 from .extensions import db
 from .models import SigningKey
 
@@ -124,12 +124,7 @@ def current_signer() -> Signer:
         (row.private_key_pem for row in _stored(active_only=True)), None
     )
     if pem is None:
-        raise ApiError(
-            503,
-            "token issuing is not configured: no signing key (run `flask --app idp_app "
-            "init-db` or `rotate-signing-key`, or set RBAC_ABAC_JWT_PRIVATE_KEY or "
-            "RBAC_ABAC_JWT_SECRET)",
-        )
+        raise TokenIssuingNotConfigured()
     key, algorithm, jwk = _load(pem)
     return Signer(jwk["kid"], algorithm, key)
 
@@ -171,15 +166,11 @@ def rotate() -> tuple[SigningKey, list[SigningKey]]:
     """A new key signs from now on; the old ones are retired and published until their tokens
     expire. Keys whose publication has ended are deleted. The caller commits.
 
-    :raises ApiError: 409 when the key comes from configuration (rotate by changing it).
+    :raises SigningKeyFromConfiguration: the key comes from configuration (rotate it there).
     """
     config = current_app.config
     if config["RBAC_ABAC_JWT_SECRET"] or config["RBAC_ABAC_JWT_PRIVATE_KEY"]:
-        raise ApiError(
-            409,
-            "the signing key comes from configuration (RBAC_ABAC_JWT_SECRET or "
-            "RBAC_ABAC_JWT_PRIVATE_KEY): rotate it there",
-        )
+        raise SigningKeyFromConfiguration()
     now = _now()
     until = now + dt.timedelta(
         seconds=config["IDP_TOKEN_LIFETIME"] + config["IDP_SIGNING_KEY_LEEWAY"]

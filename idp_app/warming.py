@@ -34,7 +34,7 @@ from sqlalchemy import Select, func, select
 from flask_rbac_abac.shared import UserAttributes
 
 from . import cache, metrics, operations
-from .errors import ApiError
+from .domain_errors import RedisUnavailable
 from .extensions import db
 from .models import MAX_DB_ID, RoleAssignment, Service, User, UserServiceVersion
 
@@ -90,8 +90,8 @@ def warm(
     """Warm ``service_name``'s entries for ``selection``; commits after each batch.
 
     :param progress: called with the number of users each finished batch covered.
-    :raises ApiError: 404 for an unregistered service; 503 when Redis fails (the values of the
-        batches before stay written).
+    :raises ServiceNotRegistered: no such service.
+    :raises RedisUnavailable: Redis failed (the values of the batches before stay written).
     """
     started = time.perf_counter()
     service = operations.get_service(service_name)
@@ -105,10 +105,9 @@ def warm(
         written = _write(values)
         db.session.commit()  # releases the batch's row locks, now that Redis has the values
         if written is None:
-            raise ApiError(
-                503,
+            raise RedisUnavailable(
                 f"Redis is unavailable: warmed {result.warmed} users of {service_name!r} "
-                "before it failed",
+                "before it failed"
             )
         result.warmed += written
         metrics.warmed(written)

@@ -20,6 +20,7 @@ from flask_rbac_abac import (
 )
 from flask_rbac_abac.keys import attributes_key, lease_key
 from flask_rbac_abac.model import Invalidation
+from flask_rbac_abac.singleflight import Lease
 
 from .conftest import IDP, SERVICE
 from .servers import wait_for
@@ -294,12 +295,13 @@ def test_lease_released_after_refresh(make_client, backend, idp) -> None:
 
 
 def test_waiters_on_a_lease_share_its_holders_failure(make_client, backend) -> None:
-    holder, waiter = make_client(), make_client()
-    lease = lease_key(holder.key_prefix, SERVICE, 7)
-    backend.set(lease, "holder-token", px=5000)  # "another process" is refreshing user 7
+    waiter = make_client()
+    lease = lease_key(waiter.key_prefix, SERVICE, 7)
+    holder = Lease(backend, lease, ttl=5)  # "another process" is refreshing user 7
+    assert holder.acquire_or_wait(lambda: (None, True)) is None and holder.held
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock_idp:
         mock_idp.add("POST", REFRESH, status=503)
-        failing = threading.Timer(0.15, holder._release_lease, [(SERVICE, 7), "holder-token", True])
+        failing = threading.Timer(0.15, holder.release, kwargs={"failed": True})
         failing.start()
         try:
             with pytest.raises(IdentityProviderError) as raised:

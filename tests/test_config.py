@@ -8,7 +8,8 @@ import fakeredis
 import pytest
 from flask import Flask
 
-from flask_rbac_abac import RBACABAC, ConfigurationError, UserAttributes
+from flask_rbac_abac import RBACABAC, ConfigurationError, RedisAttributeClient, UserAttributes
+from flask_rbac_abac.config import DEFAULTS, Settings
 
 from .conftest import JWT_SECRET
 
@@ -37,6 +38,56 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert app.extensions["rbac_abac"] is rbac
     with app.app_context():
         assert rbac.client.ttl == 86400
+
+
+#: The settings a RedisAttributeClient is built from.
+CLIENT_FIELDS = (
+    "service_name",
+    "cache_ttl",
+    "identity_provider_url",
+    "redis_url",
+    "service_token",
+    "key_prefix",
+    "auto_refresh",
+    "local_cache_size",
+    "local_cache_ttl",
+    "max_stale",
+    "redis_timeout",
+    "idp_timeout",
+    "invalidation",
+    "value_keys",
+)
+
+
+def test_app_and_standalone_clients_share_one_set_of_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in DEFAULTS:
+        monkeypatch.delenv(name, raising=False)
+    app, rbac = init({})
+    standalone = RedisAttributeClient(
+        service_name="billing_api", invalidation=False, redis=fakeredis.FakeRedis()
+    )
+    try:
+        with app.app_context():
+            app_settings = rbac.client.settings
+        for name in CLIENT_FIELDS:  # (the verifier's own fields are resolved by load())
+            assert getattr(app_settings, name) == getattr(standalone.settings, name), name
+        assert standalone.settings == Settings(service_name="billing_api", invalidation=False)
+    finally:
+        standalone.close()
+
+
+def test_client_from_settings() -> None:
+    settings = Settings(service_name="billing_api", cache_ttl=120, invalidation=False)
+    client = RedisAttributeClient.from_settings(settings, redis=fakeredis.FakeRedis())
+    try:
+        assert client.settings is settings
+        assert (client.service_name, client.ttl, client.subscriber) == ("billing_api", 120, None)
+        client.set_user_attributes(UserAttributes(user_id=1, service_name="billing_api"))
+        assert 110 <= client.redis.ttl(client.key(1)) <= 120
+    finally:
+        client.close()
 
 
 def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:

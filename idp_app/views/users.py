@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint
 
 from .. import auth, operations, outbox, validation
+from ..errors import ApiError
 from ..extensions import db
 
 bp = Blueprint("users", __name__)
@@ -63,7 +64,7 @@ def update_attributes(user_id: int) -> Any:
     auth.require_admin()
     changes = validation.attributes(validation.json_object())
     if not changes:
-        raise validation.ApiError(400, "no attributes given")
+        raise ApiError(400, "no attributes given")
     user, versions, sync = operations.update_attributes(user_id, changes)
     db.session.commit()
     cached = outbox.deliver(sync)

@@ -82,3 +82,58 @@ def test_user_facing_extras_pin_no_tool_exactly() -> None:
     pins = (ROOT / "requirements" / "dev.txt").read_text().splitlines()
     assert any(line.startswith("ruff==") for line in pins)
     assert any(line.startswith("mypy==") for line in pins)
+
+
+def _imported_distributions(package: str) -> set[str]:
+    """The distributions whose modules ``package`` imports at module level (not under
+    ``TYPE_CHECKING``, not inside a ``try`` that tolerates their absence)."""
+    import ast
+    from importlib.metadata import packages_distributions
+
+    owners = packages_distributions()
+    found: set[str] = set()
+    for path in (ROOT / package).rglob("*.py"):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in tree.body:  # module level only: optional imports live in functions
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                if top in sys.stdlib_module_names or top in {"flask_rbac_abac", package}:
+                    continue
+                found.update(d.lower() for d in owners.get(top, [top]))
+    return found
+
+
+def _declared(*extras: str) -> set[str]:
+    from importlib.metadata import requires
+
+    declared: set[str] = set()
+    for line in requires("flask-rbac-abac") or []:
+        req = Requirement(line)
+        if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in extras):
+            declared.add(req.name.lower())
+            # PyJWT[crypto] brings cryptography; Flask brings Werkzeug, Jinja2, click.
+            if req.name.lower() == "pyjwt" and "crypto" in req.extras:
+                declared.add("cryptography")
+            if req.name.lower() == "flask":
+                declared.update({"werkzeug", "jinja2", "click", "itsdangerous", "markupsafe"})
+            if req.name.lower() == "flask-sqlalchemy":
+                declared.add("sqlalchemy")
+            if req.name.lower() == "flask-migrate":
+                declared.add("alembic")
+    return declared
+
+
+def test_every_module_the_library_imports_is_a_declared_dependency() -> None:
+    missing = _imported_distributions("flask_rbac_abac") - _declared()
+    assert missing == set(), f"imported by flask_rbac_abac but not in install_requires: {missing}"
+
+
+def test_every_module_the_idp_imports_is_in_the_library_or_its_idp_extra() -> None:
+    # ``make demo`` installs exactly these (no test extra): a missing one fails the demo.
+    missing = _imported_distributions("idp_app") - _declared("idp")
+    assert missing == set(), f"imported by idp_app but not in the idp extra: {missing}"

@@ -3,7 +3,7 @@
     make bench          # or: .venv/bin/python bench/simulate.py [--users N] [--requests N]
 
 Drives the real :class:`~flask_rbac_abac.RedisAttributeClient` (its L1, its lookup path, its
-refresh-ahead and sliding expiration code) through ``--requests`` lookups (default 500 000)
+refresh-ahead and sliding expiration code) through ``--requests`` lookups (default 300 000)
 spread over 24 hours of *simulated* time, the users drawn from a Zipf law (``s = 1.1``) over
 ``--users`` users (default 100 000). Time is a fake clock given to the client as ``timer`` and
 ``wall_clock``, so the day takes a minute or so, not a day. Two things are simulated, not real:
@@ -17,7 +17,8 @@ spread over 24 hours of *simulated* time, the users drawn from a Zipf law (``s =
   all the same (``refresh_ahead`` against ``auto_refreshes``), which is what the figure is about.
 
 One service process; its L1 keeps the default 10 000 entries for 60 s. Redis starts in a steady
-state: every user has an entry of a random age below the TTL (24 h), as after days of running.
+state, as after days of running: every user has an entry with a random part of its TTL (24 h)
+left, fetched that long before; with sliding expiration, fetched up to the max age (7 days) ago.
 
 Printed per configuration (baseline, + sliding expiration, + refresh-ahead, + both): the L1 hit
 ratio, the L2 hit ratio (of L1 misses), IdP calls, the synchronous ones (paid by a request), and
@@ -41,6 +42,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from flask_rbac_abac import RedisAttributeClient, UserAttributes
+from flask_rbac_abac.defaults import DEFAULT_MAX_AGE
 from flask_rbac_abac.keys import attributes_key
 from flask_rbac_abac.singleflight import LEASE_FAILED
 
@@ -214,14 +216,16 @@ def workload(users: int, requests: int, s: float, seed: int) -> tuple[list[float
     return times, ids
 
 
-def seed_redis(redis: SimRedis, users: int, ttl: float, seed: int) -> None:
-    """Steady state: every user has an entry of a random age below the TTL."""
+def seed_redis(redis: SimRedis, users: int, ttl: float, seed: int, *, sliding: bool) -> None:
+    """Steady state: every user has an entry with a random part of its TTL left; its age (since
+    ``fetched_at``) is that of its TTL, or with sliding expiration anything below the max age."""
     rng = random.Random(seed + 1)
     now = redis.clock.now
     for user in range(1, users + 1):
-        age = rng.random() * ttl
+        left = rng.random() * ttl
+        age = rng.random() * (DEFAULT_MAX_AGE - left) if sliding else ttl - left
         value = entry(user, now - age).to_json()
-        redis.data[attributes_key(PREFIX, SERVICE, user)] = (value, now + ttl - age)
+        redis.data[attributes_key(PREFIX, SERVICE, user)] = (value, now + left)
 
 
 def run(
@@ -235,7 +239,7 @@ def run(
 ) -> dict[str, Any]:
     clock = Clock()
     redis = SimRedis(clock)
-    seed_redis(redis, users, ttl, seed)
+    seed_redis(redis, users, ttl, seed, sliding=scenario.sliding)
     client = RedisAttributeClient(
         service_name=SERVICE,
         key_prefix=PREFIX,
@@ -285,7 +289,7 @@ def simulate(users: int, requests: int, *, s: float = 1.1, seed: int = 1) -> lis
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=100_000)
-    parser.add_argument("--requests", type=int, default=500_000)
+    parser.add_argument("--requests", type=int, default=300_000)
     parser.add_argument("--zipf", type=float, default=1.1)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)

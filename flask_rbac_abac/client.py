@@ -251,7 +251,7 @@ class RedisAttributeClient:
             # Only validated keys are ever stored, so a hit needs no validation (the hot path).
             looked_up = (self.service_name, user_id)
             entry = self.local.get_entry(looked_up)
-            if entry is not None and (entry.due > self._timer() or self._on_due(looked_up, entry)):
+            if entry is not None and self._servable(looked_up, entry):
                 self.metrics.incr("l1_hits")
                 return entry.attrs
         started = time.perf_counter()
@@ -259,7 +259,7 @@ class RedisAttributeClient:
         try:
             if key != looked_up:  # normalised to another key ("123" -> 123): look again
                 entry = self.local.get_entry(key)
-                if entry is not None and (entry.due > self._timer() or self._on_due(key, entry)):
+                if entry is not None and self._servable(key, entry):
                     self.metrics.incr("l1_hits")
                     return entry.attrs
             self.metrics.incr("l1_misses")
@@ -267,8 +267,7 @@ class RedisAttributeClient:
             attrs, redis_ok, expires = self._read_l2_timed(key)
             if attrs is not None:
                 self.metrics.incr("l2_hits")
-                entry = self._put(key, attrs, ticket, expires)
-                if entry.due > self._timer() or self._on_due(key, entry):
+                if self._servable(key, self._put(key, attrs, ticket, expires)):
                     return attrs
                 # past its max age: refreshed from the IdP below, as a miss is
             else:
@@ -340,6 +339,10 @@ class RedisAttributeClient:
         due = self.policy.due(expires, limit)
         self.local.put(key, attrs, ticket, expires, limit, due)
         return Entry(attrs, 0.0, expires, limit, due)
+
+    def _servable(self, key: Key, entry: Entry) -> bool:
+        """May ``entry`` answer this read? Acts on it first when it is due (no I/O)."""
+        return entry.due > self._timer() or self._on_due(key, entry)
 
     def _on_due(self, key: Key, entry: Entry) -> bool:
         """A read found ``entry`` due (:mod:`.expiry`): extend its TTL and/or refresh it in

@@ -249,3 +249,43 @@ def test_bad_configuration_names_the_key(key_prefix, key, value, message) -> Non
     config = library_config(key_prefix, **{key: value})
     with pytest.raises(ConfigurationError, match=re.escape(message)):
         load(config)
+
+
+# -- the pieces ------------------------------------------------------------------------------
+
+
+def test_policy_times() -> None:
+    import math
+
+    from flask_rbac_abac.expiry import Policy
+
+    off = Policy(ttl=100, ahead=0, sliding=False, interval=10, max_age=1000)
+    assert not off.active and off.due(expires=150, limit=math.inf) == math.inf
+    ahead = Policy(ttl=100, ahead=0.1, sliding=False, interval=10, max_age=1000)
+    assert ahead.due(expires=150, limit=math.inf) == 140  # 10 % of the TTL before the end
+    assert ahead.limit(fetched_at=5.0, now=50, wall_now=10.0) == math.inf  # no sliding, no cap
+    assert not ahead.needs_pttl(fetched_at=0.0, wall_now=50.0)  # fetched_at says: far from end
+    assert ahead.needs_pttl(fetched_at=0.0, wall_now=81.0)  # near it (jitter margin included)
+    sliding = Policy(ttl=100, ahead=0.1, sliding=True, interval=10, max_age=1000)
+    assert sliding.limit(fetched_at=5.0, now=50, wall_now=10.0) == 1045
+    assert sliding.needs_pttl(fetched_at=0.0, wall_now=1.0)
+    assert sliding.due(expires=150, limit=1045) == 60  # next extension: one interval later
+    assert sliding.due(expires=1045, limit=1045) == 1035  # capped: refresh ahead of the max age
+
+
+def test_lease_try_acquire_never_waits(real_redis, key_prefix) -> None:
+    from flask_rbac_abac.singleflight import LEASE_FAILED, Lease
+
+    name = f"{key_prefix}:lease:test"
+    first, second = Lease(real_redis, name, ttl=5), Lease(real_redis, name, ttl=5)
+    assert first.try_acquire() is True and first.held
+    started = time.monotonic()
+    assert second.try_acquire() is False and not second.held
+    assert time.monotonic() - started < 0.5
+    first.release(failed=True)  # a failure marker is not taken over by a background refresh
+    assert real_redis.get(name) == LEASE_FAILED.encode()
+    assert second.try_acquire() is False
+    real_redis.delete(name)
+    assert second.try_acquire() is True
+    second.release()
+    assert real_redis.get(name) is None

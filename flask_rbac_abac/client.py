@@ -9,13 +9,22 @@ The lookup path, in order:
    with the value.
 4. The IdP failed: a stale L1 value no older than ``max_stale`` past its freshness is served,
    flagged and counted; otherwise :class:`AttributesUnavailable` (the caller answers 503).
+
+On a hit, when the entry's ``due`` time has come (:mod:`.expiry`: one float compare, no I/O),
+the read may record a TTL extension (sliding expiration, sent in batches in the background),
+start a background refresh (refresh-ahead: at most one per key across the fleet, through a
+non-blocking :class:`.Lease`; the request never waits for it) or, past ``max_age``, refresh
+synchronously as a miss does.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import requests
@@ -34,16 +43,20 @@ from .defaults import (
     DEFAULT_INVALIDATION,
     DEFAULT_LOCAL_CACHE_SIZE,
     DEFAULT_LOCAL_CACHE_TTL,
+    DEFAULT_MAX_AGE,
     DEFAULT_MAX_STALE,
     DEFAULT_REDIS_TIMEOUT,
     DEFAULT_REDIS_URL,
+    DEFAULT_REFRESH_AHEAD,
+    DEFAULT_SLIDING_EXPIRATION,
 )
 from .errors import DecodeError, IdentityProviderError
+from .expiry import Extender, Policy
 from .health import DEGRADED, OK, HealthState
 from .idp import CircuitBreaker, IdentityProviderClient
 from .invalidation import Subscriber
 from .keys import DEFAULT_KEY_PREFIX, attributes_key, lease_key, validate_prefix
-from .local_cache import Key, LocalCache, Ticket
+from .local_cache import Entry, Key, LocalCache, Ticket
 from .metrics import Stats
 from .model import Invalidation, UserAttributes, validate_service_name, validate_user_id
 from .singleflight import HolderFailed, Lease, SingleFlight
@@ -54,6 +67,10 @@ log = logging.getLogger(__name__)
 REDIS_ERRORS = (RedisError, RedisClusterException, OSError)
 #: (connect, read) seconds of the background health probe of the IdP.
 HEALTH_PROBE_TIMEOUT = (0.5, 1.0)
+#: Threads that run refresh-ahead, and the most keys waiting for one: a burst of due keys is
+#: refreshed a few at a time, the rest at their next read.
+REFRESH_AHEAD_WORKERS = 2
+REFRESH_AHEAD_QUEUE = 1000
 
 
 class RedisAttributeClient:
@@ -72,6 +89,13 @@ class RedisAttributeClient:
     :param invalidation: run the invalidation subscriber (started lazily by :meth:`listen`).
     :param value_keys: value-signing keys shared with the IdP (key id -> secret): a value in
         Redis without a valid signature by one of them is a miss, and writes are signed.
+    :param refresh_ahead: refresh an entry in the background when a read finds less than this
+        fraction of its TTL left (``0``: never).
+    :param sliding_expiration: reads extend the entry's Redis TTL (``sliding_interval``: at most
+        once per key per that many seconds, default a tenth of ``ttl``), never past ``max_age``
+        seconds since its ``fetched_at``; past that a read refreshes it from the IdP.
+    :param timer: the monotonic clock (tests and the simulation control time through it).
+    :param wall_clock: the wall clock ``fetched_at`` is compared with.
     """
 
     def __init__(
@@ -91,9 +115,14 @@ class RedisAttributeClient:
         idp_timeout: tuple[float, float] = DEFAULT_IDP_TIMEOUT,
         invalidation: bool = DEFAULT_INVALIDATION,
         value_keys: ValueKeys | None = None,
+        refresh_ahead: float = DEFAULT_REFRESH_AHEAD,
+        sliding_expiration: bool = DEFAULT_SLIDING_EXPIRATION,
+        sliding_interval: float | None = None,
+        max_age: int = DEFAULT_MAX_AGE,
         redis: Any = None,
         session: requests.Session | None = None,
         timer: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         settings = Settings(
             service_name=validate_service_name(service_name),
@@ -110,8 +139,12 @@ class RedisAttributeClient:
             idp_timeout=idp_timeout,
             invalidation=invalidation,
             value_keys=dict(value_keys or {}),
+            refresh_ahead=refresh_ahead,
+            sliding_expiration=sliding_expiration,
+            sliding_interval=sliding_interval,
+            max_age=max_age,
         )
-        self._setup(settings, redis=redis, session=session, timer=timer)
+        self._setup(settings, redis=redis, session=session, timer=timer, wall_clock=wall_clock)
 
     @classmethod
     def from_settings(
@@ -121,12 +154,13 @@ class RedisAttributeClient:
         redis: Any = None,
         session: requests.Session | None = None,
         timer: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> RedisAttributeClient:
         """A client for validated ``settings`` (:func:`.config.load`): how ``init_app`` builds
-        one. ``redis``, ``session`` and ``timer`` are as for the keyword constructor, which is
-        not called."""
+        one. ``redis``, ``session``, ``timer`` and ``wall_clock`` are as for the keyword
+        constructor, which is not called."""
         client = cls.__new__(cls)
-        client._setup(settings, redis=redis, session=session, timer=timer)
+        client._setup(settings, redis=redis, session=session, timer=timer, wall_clock=wall_clock)
         return client
 
     def _setup(
@@ -136,6 +170,7 @@ class RedisAttributeClient:
         redis: Any,
         session: requests.Session | None,
         timer: Callable[[], float],
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.service_name = settings.service_name
@@ -166,6 +201,20 @@ class RedisAttributeClient:
             self._lease_ttl + sum(settings.idp_timeout) + 1.0,
             on_wait=lambda: self.metrics.incr("refresh_waits"),
         )
+        self._timer = timer
+        self._wall_clock = wall_clock
+        interval = settings.sliding_interval or settings.cache_ttl / 10
+        self.policy = Policy(
+            ttl=float(settings.cache_ttl),
+            ahead=settings.refresh_ahead,
+            sliding=settings.sliding_expiration,
+            interval=interval,
+            max_age=float(settings.max_age),
+        )
+        self.extender = Extender(self.redis, interval / 2, on_error=self._extension_failed)
+        self._ahead_lock = threading.Lock()
+        self._ahead_pending: set[Key] = set()
+        self._ahead_executor: ThreadPoolExecutor | None = None
         self.subscriber: Subscriber | None = None
         if settings.invalidation:
             self.subscriber = Subscriber(
@@ -201,26 +250,28 @@ class RedisAttributeClient:
         if service_name is None and type(user_id) in (int, str):
             # Only validated keys are ever stored, so a hit needs no validation (the hot path).
             looked_up = (self.service_name, user_id)
-            attrs = self.local.get(looked_up)
-            if attrs is not None:
+            entry = self.local.get_entry(looked_up)
+            if entry is not None and self._servable(looked_up, entry):
                 self.metrics.incr("l1_hits")
-                return attrs
+                return entry.attrs
         started = time.perf_counter()
         key = self._key(user_id, service_name)
         try:
             if key != looked_up:  # normalised to another key ("123" -> 123): look again
-                attrs = self.local.get(key)
-                if attrs is not None:
+                entry = self.local.get_entry(key)
+                if entry is not None and self._servable(key, entry):
                     self.metrics.incr("l1_hits")
-                    return attrs
+                    return entry.attrs
             self.metrics.incr("l1_misses")
             ticket = self.local.ticket(key)
-            attrs, redis_ok = self._read_l2(key)
+            attrs, redis_ok, expires = self._read_l2_timed(key)
             if attrs is not None:
                 self.metrics.incr("l2_hits")
-                self.local.put(key, attrs, ticket)
-                return attrs
-            self.metrics.incr("l2_misses")
+                if self._servable(key, self._put(key, attrs, ticket, expires)):
+                    return attrs
+                # past its max age: refreshed from the IdP below, as a miss is
+            else:
+                self.metrics.incr("l2_misses")
             if self.local.is_unknown(key):
                 self.metrics.incr("unknown_hits")
                 return None
@@ -232,28 +283,135 @@ class RedisAttributeClient:
 
     def _read_l2(self, key: Key) -> tuple[UserAttributes | None, bool]:
         """``(attrs or None, redis_ok)``."""
+        attrs, redis_ok, _ = self._read_l2_timed(key)
+        return attrs, redis_ok
+
+    def _read_l2_timed(self, key: Key) -> tuple[UserAttributes | None, bool, float]:
+        """``(attrs or None, redis_ok, expires)``: ``expires`` is when the key expires on this
+        client's clock (``inf`` when unknown or not needed by :attr:`policy`).
+
+        One ``GET``; a ``PTTL`` too only when the policy needs the exact TTL: with sliding
+        expiration, or when ``fetched_at + ttl`` says the entry is near its end.
+        """
         redis_key = attributes_key(self.key_prefix, *key)
         try:
             raw = self.redis.get(redis_key)
         except REDIS_ERRORS as exc:
-            self.metrics.incr("redis_errors")
-            self.health.record("redis", False)
-            log.warning("Redis GET failed, going to the identity provider: %s", exc)
-            return None, False
+            self._redis_failed(exc)
+            return None, False, math.inf
         self.health.record("redis", True)
         if raw is None:
-            return None, True
+            return None, True, math.inf
         try:
             attrs = decode_value(raw, self.value_keys)
         except DecodeError as exc:
             self.metrics.incr("decode_errors")
             log.warning("undecodable value at %s treated as a miss: %s", redis_key, exc)
-            return None, True
+            return None, True, math.inf
         if (attrs.service_name, attrs.user_id) != key:
             self.metrics.incr("decode_errors")
             log.warning("value at %s belongs to another key; treated as a miss", redis_key)
-            return None, True
-        return attrs, True
+            return None, True, math.inf
+        if not self.policy.active:
+            return attrs, True, math.inf
+        now, wall_now = self._timer(), self._wall_clock()
+        if not self.policy.needs_pttl(attrs.fetched_at, wall_now):
+            return attrs, True, now + attrs.fetched_at + self.policy.ttl - wall_now
+        try:
+            pttl = int(self.redis.pttl(redis_key))
+        except REDIS_ERRORS as exc:
+            self._redis_failed(exc)
+            return attrs, True, math.inf
+        # -1: no TTL at all; -2: expired between the two calls.
+        remaining = math.inf if pttl == -1 else max(pttl, 0) / 1000
+        return attrs, True, now + remaining
+
+    def _redis_failed(self, exc: BaseException) -> None:
+        self.metrics.incr("redis_errors")
+        self.health.record("redis", False)
+        log.warning("Redis read failed, going to the identity provider: %s", exc)
+
+    # -- refresh-ahead and sliding expiration -------------------------------------------------
+
+    def _put(self, key: Key, attrs: UserAttributes, ticket: Ticket, expires: float) -> Entry:
+        """Put ``attrs`` into L1 with its expiry times; returns the entry (stored or not)."""
+        limit = self.policy.limit(attrs.fetched_at, self._timer(), self._wall_clock())
+        due = self.policy.due(expires, limit)
+        self.local.put(key, attrs, ticket, expires, limit, due)
+        return Entry(attrs, 0.0, expires, limit, due)
+
+    def _servable(self, key: Key, entry: Entry) -> bool:
+        """May ``entry`` answer this read? Acts on it first when it is due (no I/O)."""
+        return entry.due > self._timer() or self._on_due(key, entry)
+
+    def _on_due(self, key: Key, entry: Entry) -> bool:
+        """A read found ``entry`` due (:mod:`.expiry`): extend its TTL and/or refresh it in
+        the background. ``False`` when it is past its max age and must not be served."""
+        now = self._timer()
+        if now >= entry.limit:
+            return False
+        expires = entry.expires
+        if now >= self.policy.extend_at(expires, entry.limit):
+            expires = min(now + self.policy.ttl, entry.limit)
+            name = attributes_key(self.key_prefix, *key)
+            self.extender.extend(name, max(1, int((expires - now) * 1000)))
+        if now >= self.policy.refresh_at(expires, entry.limit):
+            self._start_refresh_ahead(key, entry.attrs)
+            # looked at again by the next read, which finds it pending or refreshed
+            due = self.policy.due(expires, entry.limit)
+            due = max(due, now + min(self._lease_ttl, self.policy.interval))
+        else:
+            due = self.policy.due(expires, entry.limit)
+        self.local.reschedule(key, entry.attrs, expires, due)
+        return True
+
+    def _extension_failed(self, exc: BaseException) -> None:
+        self.metrics.incr("redis_errors")
+        log.warning("sliding expiration: extending TTLs failed: %s", exc)
+
+    def _start_refresh_ahead(self, key: Key, attrs: UserAttributes) -> None:
+        with self._ahead_lock:
+            if key in self._ahead_pending or len(self._ahead_pending) >= REFRESH_AHEAD_QUEUE:
+                return
+            self._ahead_pending.add(key)
+            if self._ahead_executor is None:
+                self._ahead_executor = ThreadPoolExecutor(
+                    REFRESH_AHEAD_WORKERS, thread_name_prefix="rbac-abac-refresh-ahead"
+                )
+            executor = self._ahead_executor
+        executor.submit(self._refresh_ahead, key, attrs)
+
+    def _refresh_ahead(self, key: Key, seen: UserAttributes) -> None:
+        """Refresh ``key`` from the IdP unless another process is or did (its lease is held,
+        or Redis already holds another value than ``seen``). Never raises: a failure leaves the
+        cache as it was, and the request that started it has long been answered."""
+        lease = Lease(self.redis, lease_key(self.key_prefix, *key), ttl=self._lease_ttl)
+        try:
+            if not lease.try_acquire():
+                return
+            ticket = self.local.ticket(key)
+            current, redis_ok, expires = self._read_l2_timed(key)
+            if current is not None and current.fetched_at != seen.fetched_at:
+                self._put(key, current, ticket, expires)  # another process refreshed it
+                return
+            if not redis_ok:
+                return
+            attrs = self._call_idp(key)
+            self.metrics.incr("refresh_ahead")
+            self._keep_refreshed(key, attrs, ticket, manual=False)
+        except IdentityProviderError:
+            pass  # counted and logged by _call_idp; the entry stays as it was
+        except REDIS_ERRORS as exc:
+            self._redis_failed(exc)
+        except Exception:  # a background thread must not die silently
+            log.exception("refresh-ahead of %s/%s failed", key[0], key[1])
+        finally:
+            try:
+                lease.release()
+            except REDIS_ERRORS:
+                self.metrics.incr("redis_errors")  # it expires by itself
+            with self._ahead_lock:
+                self._ahead_pending.discard(key)
 
     def _refresh(self, key: Key, redis_ok: bool) -> UserAttributes | None:
         ticket = self.local.ticket(key)
@@ -263,8 +421,8 @@ class RedisAttributeClient:
             if redis_ok:
                 lease = Lease(self.redis, lease_key(self.key_prefix, *key), ttl=self._lease_ttl)
                 attrs = self._take_lease(lease, key)
-                if attrs is not None:
-                    self.local.put(key, attrs, ticket)
+                if attrs is not None:  # the lease holder's value, just written
+                    self._put(key, attrs, ticket, self._timer() + self.policy.ttl)
                     return attrs
             self.metrics.incr("auto_refreshes")
             attrs = self._call_idp(key)
@@ -287,7 +445,7 @@ class RedisAttributeClient:
             if not self.local.put_unknown(key, ticket):
                 self.local.evict(key)
             return None
-        self.local.put(key, attrs, ticket)
+        self._put(key, attrs, ticket, self._timer() + self.policy.ttl)  # the IdP just wrote it
         signals.attributes_refreshed.send(self, attributes=attrs, manual=manual)
         return attrs
 
@@ -360,7 +518,7 @@ class RedisAttributeClient:
             self.redis, attrs, ttl or self.ttl, self.key_prefix, self.value_keys
         )
         if written:
-            self.local.put(key, attrs, ticket)
+            self._put(key, attrs, ticket, self._timer() + (ttl or self.ttl))
         return written
 
     def invalidate(self, user_id: int | str, service_name: str | None = None) -> None:
@@ -441,9 +599,15 @@ class RedisAttributeClient:
         return bool(self.idp.health(timeout=HEALTH_PROBE_TIMEOUT)["ok"])
 
     def close(self) -> None:
-        """Stop the subscriber and release connections."""
+        """Stop the subscriber and the background refreshes, send pending TTL extensions and
+        release connections."""
         if self.subscriber is not None:
             self.subscriber.stop()
+        with self._ahead_lock:
+            executor, self._ahead_executor = self._ahead_executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+        self.extender.close()
         self.idp.close()
         if self._own_redis:
             close_redis(self.redis)

@@ -34,10 +34,13 @@ from .defaults import (
     DEFAULT_JWT_USER_CLAIM,
     DEFAULT_LOCAL_CACHE_SIZE,
     DEFAULT_LOCAL_CACHE_TTL,
+    DEFAULT_MAX_AGE,
     DEFAULT_MAX_STALE,
     DEFAULT_REDIS_TIMEOUT,
     DEFAULT_REDIS_URL,
+    DEFAULT_REFRESH_AHEAD,
     DEFAULT_REQUIRE_AUTHORIZATION,
+    DEFAULT_SLIDING_EXPIRATION,
     DEFAULT_TOKEN_CACHE_SIZE,
 )
 from .errors import ConfigurationError, InvalidKeyPart
@@ -85,6 +88,12 @@ DEFAULTS: dict[str, Callable[[], Any]] = {
     ),
     "RBAC_ABAC_VALUE_KEYS": lambda: _env("RBAC_ABAC_VALUE_KEYS", None),
     "RBAC_ABAC_METRICS_ENDPOINT": lambda: _env("RBAC_ABAC_METRICS_ENDPOINT", None),
+    "RBAC_ABAC_REFRESH_AHEAD": lambda: _env("RBAC_ABAC_REFRESH_AHEAD", DEFAULT_REFRESH_AHEAD),
+    "RBAC_ABAC_SLIDING_EXPIRATION": lambda: _env(
+        "RBAC_ABAC_SLIDING_EXPIRATION", DEFAULT_SLIDING_EXPIRATION
+    ),
+    "RBAC_ABAC_SLIDING_INTERVAL": lambda: _env("RBAC_ABAC_SLIDING_INTERVAL", None),
+    "RBAC_ABAC_MAX_AGE": lambda: _env("RBAC_ABAC_MAX_AGE", DEFAULT_MAX_AGE),
 }
 
 
@@ -112,6 +121,18 @@ def positive_float(value: object, key: str) -> float:
         number = -1.0
     if isinstance(value, bool) or not number > 0:
         raise ConfigurationError(f"{key} must be a positive number of seconds, got {value!r}")
+    return number
+
+
+def fraction(value: object, key: str) -> float:
+    """``value`` as a number in ``[0, 1)`` (``0`` turns a feature off); else an error naming
+    ``key``."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = -1.0
+    if isinstance(value, bool) or not 0 <= number < 1:
+        raise ConfigurationError(f"{key} must be a fraction in [0, 1), got {value!r}")
     return number
 
 
@@ -221,6 +242,15 @@ class Settings:
     value_keys: dict[str, bytes] = field(default_factory=dict)
     #: Serve Prometheus metrics at this path (``None``: no endpoint).
     metrics_endpoint: str | None = None
+    #: Fraction of the TTL left below which a read refreshes the entry in the background.
+    refresh_ahead: float = DEFAULT_REFRESH_AHEAD
+    #: Reads extend the entry's Redis TTL back to ``cache_ttl`` (batched, at most once a key
+    #: per ``sliding_interval``), never past ``max_age`` since its ``fetched_at``.
+    sliding_expiration: bool = DEFAULT_SLIDING_EXPIRATION
+    #: Seconds between two extensions of one key; ``None``: a tenth of ``cache_ttl``.
+    sliding_interval: float | None = None
+    #: Seconds since ``fetched_at`` past which sliding stops and a read refreshes from the IdP.
+    max_age: int = DEFAULT_MAX_AGE
 
 
 def value_keys(config: MutableMapping[str, Any]) -> dict[str, bytes]:
@@ -316,4 +346,14 @@ def load(config: MutableMapping[str, Any]) -> Settings:
         jwt_user_claim=user_claim,
         value_keys=value_keys(config),
         metrics_endpoint=metrics_endpoint(config["RBAC_ABAC_METRICS_ENDPOINT"]),
+        refresh_ahead=fraction(config["RBAC_ABAC_REFRESH_AHEAD"], "RBAC_ABAC_REFRESH_AHEAD"),
+        sliding_expiration=as_bool(
+            config["RBAC_ABAC_SLIDING_EXPIRATION"], "RBAC_ABAC_SLIDING_EXPIRATION"
+        ),
+        sliding_interval=(
+            None
+            if config["RBAC_ABAC_SLIDING_INTERVAL"] in (None, "")
+            else positive_float(config["RBAC_ABAC_SLIDING_INTERVAL"], "RBAC_ABAC_SLIDING_INTERVAL")
+        ),
+        max_age=positive_int(config["RBAC_ABAC_MAX_AGE"], "RBAC_ABAC_MAX_AGE"),
     )

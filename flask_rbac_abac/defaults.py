@@ -50,3 +50,11 @@ DEFAULT_JWT_USER_CLAIM = "sub"
 DEFAULT_ASYMMETRIC_ALGORITHMS = ("RS256", "ES256")
 #: ``RBAC_ABAC_TOKEN_CACHE_SIZE``: verified tokens remembered until their ``exp``.
 DEFAULT_TOKEN_CACHE_SIZE = 10000
+#: ``RBAC_ABAC_REFRESH_AHEAD``: a read of an entry with less than this fraction of its Redis TTL
+#: left refreshes it in the background (once per key fleet-wide); 0 turns that off.
+DEFAULT_REFRESH_AHEAD = 0.1
+#: ``RBAC_ABAC_SLIDING_EXPIRATION``: reads extend an entry's Redis TTL (opt-in).
+DEFAULT_SLIDING_EXPIRATION = False
+#: ``RBAC_ABAC_MAX_AGE``: seconds since its ``fetched_at`` past which sliding expiration no longer
+#: extends an entry and a read refreshes it from the IdP (7 days).
+DEFAULT_MAX_AGE = 7 * 86400

@@ -11,6 +11,7 @@ values whose ticket predates an eviction of that key.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -34,9 +35,17 @@ class Ticket(NamedTuple):
     user_evictions: int
 
 
-class _Entry(NamedTuple):
+class Entry(NamedTuple):
+    """One L1 entry. ``expires``/``limit``/``due`` are the client's (:mod:`.client`) clock
+    readings: when the Redis key expires as last seen, when the entry may no longer be extended
+    (sliding expiration's max age), and when a read should next look at them (a float compare on
+    an L1 hit, never a Redis call)."""
+
     attrs: UserAttributes
     stored_at: float
+    expires: float = math.inf
+    limit: float = math.inf
+    due: float = math.inf
 
 
 class LocalCache:
@@ -59,7 +68,7 @@ class LocalCache:
         self.max_stale = max_stale
         self._timer = timer
         self._lock = threading.Lock()
-        self._entries: TTLCache[Hashable, _Entry] = TTLCache(maxsize, ttl + max_stale, timer=timer)
+        self._entries: TTLCache[Hashable, Entry] = TTLCache(maxsize, ttl + max_stale, timer=timer)
         self._generations: TTLCache[Hashable, int] = TTLCache(
             maxsize, max(_GENERATION_MEMORY, ttl + max_stale), timer=timer
         )
@@ -75,6 +84,22 @@ class LocalCache:
         if entry is not None and self._timer() - entry.stored_at < self.ttl:
             return entry.attrs
         return None
+
+    def get_entry(self, key: Key) -> Entry | None:
+        """The fresh entry for ``key`` with its expiry times, or ``None``. No I/O."""
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is not None and self._timer() - entry.stored_at < self.ttl:
+            return entry
+        return None
+
+    def reschedule(self, key: Key, attrs: UserAttributes, expires: float, due: float) -> None:
+        """Record a new Redis expiry and next look of ``key``'s entry if it still holds
+        ``attrs`` (its freshness in L1 is unchanged)."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry.attrs is attrs:
+                self._entries[key] = entry._replace(expires=expires, due=due)
 
     def get_stale(self, key: Key) -> tuple[UserAttributes, float] | None:
         """The entry for ``key`` even past its freshness, with its age in seconds."""
@@ -93,15 +118,24 @@ class LocalCache:
         with self._lock:
             return self._ticket(key)
 
-    def put(self, key: Key, attrs: UserAttributes, ticket: Ticket) -> bool:
-        """Store ``attrs`` unless ``key`` was evicted since ``ticket`` or holds a newer version."""
+    def put(
+        self,
+        key: Key,
+        attrs: UserAttributes,
+        ticket: Ticket,
+        expires: float = math.inf,
+        limit: float = math.inf,
+        due: float = math.inf,
+    ) -> bool:
+        """Store ``attrs`` unless ``key`` was evicted since ``ticket`` or holds a newer version
+        (``expires``, ``limit``, ``due``: see :class:`Entry`)."""
         with self._lock:
             if ticket != self._ticket(key):
                 return False
             current = self._entries.get(key)
             if current is not None and current.attrs.version > attrs.version:
                 return False
-            self._entries[key] = _Entry(attrs, self._timer())
+            self._entries[key] = Entry(attrs, self._timer(), expires, limit, due)
             self._unknown.pop(key, None)
             return True
 

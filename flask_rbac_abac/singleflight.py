@@ -159,6 +159,14 @@ class Lease:
             if time.monotonic() >= deadline:
                 return None
 
+    def try_acquire(self) -> bool:
+        """Take the lease if it is free, never waiting (a background refresh that someone
+        else is already doing is skipped); ``True`` when taken."""
+        self.held = bool(
+            self._redis.eval(_TAKE_LEASE, 1, self.name, self._token, int(self.ttl * 1000), "")
+        )
+        return self.held
+
     def release(self, *, failed: bool = False) -> None:
         """Give the lease back if this holder still has it, or (``failed``) leave
         :data:`LEASE_FAILED` in it for :data:`LEASE_FAILED_MS` for the waiters."""

@@ -181,7 +181,7 @@ def seed_demo(token_out: str | None) -> None:
     """Create billing_api and the demo users; safe to run again (issues a fresh token)."""
     _upgrade_schema()
     result = operations.register_service(DEMO_SERVICE, DEMO_MANIFEST)
-    token = result.token or operations.issue_service_token(result.service)
+    token = result.token or operations.issue_service_token(result.service.name)[1]
     syncs = [result.sync]
     for username, password, roles, attributes in DEMO_USERS:
         user = operations.user_by_name(username)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint
+from flask import Blueprint, request
 
 from .. import auth, operations, outbox, validation
 from ..errors import ApiError
@@ -34,8 +34,12 @@ def list_users() -> Any:
     }
 
 
-@bp.get("/<user_id:user_id>")
-def show_user(user_id: int) -> Any:
+# One rule per path with every method: Werkzeug answers 405 (not 404) to a path whose
+# converter refused the value when another rule of the same path has another method.
+@bp.route("/<user_id:user_id>", methods=["GET", "DELETE"])
+def user(user_id: int) -> Any:
+    if request.method == "DELETE":
+        return deactivate_user(user_id)
     auth.require_admin()
     return {"success": True, **operations.user_detail(user_id)}
 
@@ -63,7 +67,13 @@ def _path_service(service_name: str) -> str:
     return validation.service_name(service_name)
 
 
-@bp.put("/<user_id:user_id>/roles/<service_name>")
+@bp.route("/<user_id:user_id>/roles/<service_name>", methods=["PUT", "DELETE"])
+def roles(user_id: int, service_name: str) -> Any:
+    if request.method == "DELETE":
+        return remove_roles(user_id, service_name)
+    return set_roles(user_id, service_name)
+
+
 def set_roles(user_id: int, service_name: str) -> Any:
     """Replace the roles; the cached value is rewritten and invalidated at once."""
     auth.require_admin()
@@ -104,7 +114,6 @@ def update_attributes(user_id: int) -> Any:
     }
 
 
-@bp.delete("/<user_id:user_id>")
 def deactivate_user(user_id: int) -> Any:
     """Deactivate; cached values are deleted and invalidated, later refreshes answer 404."""
     auth.require_admin()
@@ -130,7 +139,6 @@ def activate(user_id: int) -> Any:
     return {"success": True, "user_id": user_id, "active": True, "cached": cached}
 
 
-@bp.delete("/<user_id:user_id>/roles/<service_name>")
 def remove_roles(user_id: int, service_name: str) -> Any:
     """Take every role of the user in the service; the cached value is deleted."""
     auth.require_admin()

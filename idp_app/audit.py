@@ -56,6 +56,11 @@ def record(
     )
 
 
+def note(action: str, user_id: int | None, target: str, before: Any, after: Any) -> None:
+    """:func:`record` by the current :func:`actor` (what operations call)."""
+    record(actor(), action, user_id, target, before, after)
+
+
 def encode_cursor(last_id: int) -> str:
     """An opaque cursor for "the rows after ``last_id``" (callers must not build one)."""
     return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")

@@ -188,8 +188,7 @@ def issue_service_token(service_name: str) -> tuple[int, str]:
     """
     service = get_service(service_name)
     token_id, token = _new_token(service)
-    audit.record(
-        audit.actor(),
+    audit.note(
         "issue_service_token",
         None,
         f"service:{service.name}",
@@ -207,8 +206,7 @@ def revoke_service_token(service_name: str, token_id: int) -> None:
         raise TokenNotFound(service.name, token_id)
     db.session.delete(row)
     db.session.flush()
-    audit.record(
-        audit.actor(),
+    audit.note(
         "revoke_service_token",
         None,
         f"service:{service.name}",
@@ -261,8 +259,7 @@ def register_service(
             db.session.rollback()
             raise AlreadyExists("service", name) from None
         _, token = _new_token(service)
-        audit.record(
-            audit.actor(),
+        audit.note(
             "register_service",
             None,
             f"service:{name}",
@@ -282,8 +279,7 @@ def register_service(
                 ).scalars()
             )
         )
-        audit.record(
-            audit.actor(),
+        audit.note(
             "register_service",
             None,
             f"service:{name}",
@@ -325,8 +321,7 @@ def create_user(username: str, password: str, attributes: Mapping[str, Any]) -> 
     except IntegrityError:
         db.session.rollback()
         raise AlreadyExists("user", username) from None
-    audit.record(
-        audit.actor(),
+    audit.note(
         "create_user",
         user.id,
         f"user:{user.id}",
@@ -379,8 +374,7 @@ def update_attributes(
         else:
             merged[key] = value
     check_attributes_size(merged)
-    audit.record(
-        audit.actor(),
+    audit.note(
         "update_attributes",
         user.id,
         f"user:{user.id}",
@@ -411,8 +405,7 @@ def _record_roles(
     action: str, user: User, service: Service, before: list[str], after: list[str]
 ) -> None:
     user.updated_at = _utcnow()  # roles live in another table: the row is not otherwise updated
-    audit.record(
-        audit.actor(),
+    audit.note(
         action,
         user.id,
         f"user:{user.id}/service:{service.name}",
@@ -422,8 +415,7 @@ def _record_roles(
 
 
 def _record_active(action: str, user: User) -> None:
-    audit.record(
-        audit.actor(),
+    audit.note(
         action,
         user.id,
         f"user:{user.id}",

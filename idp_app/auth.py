@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from flask import current_app, request
 from sqlalchemy import select
 
+from . import audit
 from .errors import ApiError
 from .extensions import db
 from .models import Service, ServiceToken
@@ -70,9 +71,11 @@ def authenticate() -> Caller:
     token = bearer_token()
     if token is not None:
         if _is_admin(token):
+            audit.set_actor("admin-token")
             return Caller(admin=True)
         service = _service_for(token)
         if service is not None:
+            audit.set_actor(f"service:{service}")
             return Caller(admin=False, service_name=service)
     raise ApiError(401, "missing or invalid bearer token")
 

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -181,7 +182,7 @@ def seed_demo(token_out: str | None) -> None:
     """Create billing_api and the demo users; safe to run again (issues a fresh token)."""
     _upgrade_schema()
     result = operations.register_service(DEMO_SERVICE, DEMO_MANIFEST)
-    token = result.token or operations.issue_service_token(result.service)
+    token = result.token or operations.issue_service_token(result.service.name)[1]
     syncs = [result.sync]
     for username, password, roles, attributes in DEMO_USERS:
         user = operations.user_by_name(username)
@@ -285,6 +286,182 @@ def warm_cache(
     )
 
 
+def _user_id(user: str) -> int:
+    """A user named by id (ASCII digits) or by username."""
+    if user.isascii() and user.isdigit():
+        return validation.user_id(int(user))
+    found = operations.user_by_name(user)
+    if found is None:
+        raise ApiError(404, f"user {user!r} not found")
+    return found.id
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """``rows`` as a plain-text table for people; ``--json`` is for scripts."""
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    lines = [columns, *cells]
+    return "\n".join(
+        "  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    )
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True)
+
+
+def _emit(as_json: bool, data: Any, text: str) -> None:
+    click.echo(json.dumps(data, sort_keys=True) if as_json else text)
+
+
+_json_option = click.option("--json", "as_json", is_flag=True, help="print JSON (for scripts)")
+
+
+@click.command("list-users")
+@with_appcontext
+@click.option("--q", "q", help="case-insensitive substring of the username")
+@click.option("--active/--inactive", default=None, help="only active (or inactive) users")
+@click.option("--service", help="only users holding a role in this service")
+@click.option("--limit", type=click.IntRange(1, validation.MAX_PAGE), default=50)
+@click.option("--cursor", help="the next_cursor of the previous page")
+@_json_option
+def list_users(
+    q: str | None,
+    active: bool | None,
+    service: str | None,
+    limit: int,
+    cursor: str | None,
+    as_json: bool,
+) -> None:
+    """List users in id order, a page at a time."""
+    try:
+        users, next_cursor = operations.list_users(
+            q,
+            active,
+            None if service is None else validation.service_name(service),
+            limit,
+            cursor,
+        )
+    except (ApiError, OperationError) as exc:
+        raise _fail(exc) from None
+    rows = [operations.user_summary(user) for user in users]
+    text = _table(rows, ["id", "username", "active", "attributes", "updated_at"])
+    if next_cursor:
+        text += f"\nnext page: --cursor {next_cursor}"
+    _emit(as_json, {"users": rows, "next_cursor": next_cursor}, text)
+
+
+@click.command("show-user")
+@with_appcontext
+@click.argument("user")
+@_json_option
+def show_user(user: str, as_json: bool) -> None:
+    """Show USER (an id or a username): attributes, and roles and version per service."""
+    try:
+        detail = operations.user_detail(_user_id(user))
+    except (ApiError, OperationError) as exc:
+        raise _fail(exc) from None
+    services = [{"service": name, **value} for name, value in detail["services"].items()]
+    text = _table([detail], ["id", "username", "active", "created_at", "updated_at"])
+    text += "\n\n" + _table([{"attributes": detail["attributes"]}], ["attributes"])
+    text += "\n\n" + _table(services, ["service", "roles", "version"])
+    _emit(as_json, detail, text)
+
+
+def _change(user: str, change: Callable[[int], operations.Sync], done: str) -> None:
+    try:
+        user_id = _user_id(user)
+        sync = change(user_id)
+    except (ApiError, OperationError) as exc:
+        raise _fail(exc) from None
+    db.session.commit()
+    _sync_note(outbox.deliver(sync))
+    click.echo(f"user {user_id} {done}")
+
+
+@click.command("deactivate")
+@with_appcontext
+@click.argument("user")
+def deactivate(user: str) -> None:
+    """Deactivate USER (an id or a username); their cached values are deleted."""
+    _change(user, operations.deactivate_user, "deactivated")
+
+
+@click.command("activate")
+@with_appcontext
+@click.argument("user")
+def activate(user: str) -> None:
+    """Activate USER (an id or a username) again."""
+    _change(user, operations.activate_user, "activated")
+
+
+@click.command("remove-role")
+@with_appcontext
+@click.argument("user")
+@click.argument("service")
+def remove_role(user: str, service: str) -> None:
+    """Remove every role of USER in SERVICE."""
+    try:
+        name = validation.service_name(service)
+    except ApiError as exc:
+        raise _fail(exc) from None
+    _change(user, lambda user_id: operations.remove_roles(user_id, name), f"has no role in {name}")
+
+
+@click.command("set-attribute")
+@with_appcontext
+@click.argument("user")
+@click.argument("pairs", nargs=-1, required=True)
+@_json_option
+def set_attribute(user: str, pairs: tuple[str, ...], as_json: bool) -> None:
+    """Set attributes of USER: KEY=VALUE (JSON values; KEY=null removes one)."""
+    try:
+        changes = validation.attributes({k: _value(v) for k, v in _pairs(pairs, "KEY")})
+        updated, versions, sync = operations.update_attributes(_user_id(user), changes)
+    except (ApiError, OperationError) as exc:
+        raise _fail(exc) from None
+    db.session.commit()
+    _sync_note(outbox.deliver(sync))
+    attributes = dict(updated.attributes or {})
+    _emit(
+        as_json,
+        {"user_id": updated.id, "attributes": attributes, "versions": versions},
+        f"user {updated.id}: {json.dumps(attributes, sort_keys=True)}",
+    )
+
+
+@click.command("rotate-token")
+@with_appcontext
+@click.argument("service")
+@click.option("--revoke-old", is_flag=True, help="revoke every other token of the service")
+@_json_option
+def rotate_token(service: str, revoke_old: bool, as_json: bool) -> None:
+    """Issue a new token for SERVICE and print it (shown only this once).
+
+    The old tokens keep working until revoked: deploy the new one, then run again with
+    ``--revoke-old`` or revoke the old one by id (``DELETE /api/services/<name>/tokens/<id>``).
+    """
+    try:
+        name = validation.service_name(service)
+        old = [t["id"] for t in operations.service_detail(name)["tokens"]]
+        token_id, token = operations.issue_service_token(name)
+        revoked = old if revoke_old else []
+        for old_id in revoked:
+            operations.revoke_service_token(name, old_id)
+    except (ApiError, OperationError) as exc:
+        raise _fail(exc) from None
+    db.session.commit()
+    _emit(
+        as_json,
+        {"service_name": name, "token_id": token_id, "token": token, "revoked": revoked},
+        token,
+    )
+    if revoked and not as_json:
+        click.echo(f"revoked token(s) {', '.join(map(str, revoked))}", err=True)
+
+
 def register(app: Flask) -> None:
     commands = (
         init_db,
@@ -295,6 +472,13 @@ def register(app: Flask) -> None:
         seed_demo,
         sync_outbox,
         warm_cache,
+        list_users,
+        show_user,
+        deactivate,
+        activate,
+        remove_role,
+        set_attribute,
+        rotate_token,
     )
     for command in commands:
         app.cli.add_command(command)

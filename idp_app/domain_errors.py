@@ -48,6 +48,22 @@ class UnknownRoles(OperationError):
         self.service_name = service_name
 
 
+class InvalidCursor(OperationError):
+    """A page cursor that no listing handed out."""
+
+    def __init__(self) -> None:
+        super().__init__("cursor is not a cursor from a previous page")
+
+
+class TokenNotFound(OperationError):
+    """The service holds no token with that id."""
+
+    def __init__(self, service_name: str, token_id: int) -> None:
+        super().__init__(f"service {service_name!r} has no token {token_id}")
+        self.service_name = service_name
+        self.token_id = token_id
+
+
 class InvalidCredentials(OperationError):
     """Unknown username, wrong password or a deactivated user (never said which)."""
 

@@ -17,11 +17,13 @@ from werkzeug.wrappers import Response as BaseResponse
 from .domain_errors import (
     AlreadyExists,
     InvalidCredentials,
+    InvalidCursor,
     OperationError,
     RedisUnavailable,
     ServiceNotRegistered,
     SigningKeyFromConfiguration,
     TokenIssuingNotConfigured,
+    TokenNotFound,
     UnknownRoles,
     UserNotFound,
 )
@@ -58,6 +60,8 @@ OPERATION_ERRORS: dict[type[OperationError], tuple[int, str | None]] = {
     AlreadyExists: (409, None),
     UnknownRoles: (400, None),
     InvalidCredentials: (401, None),
+    InvalidCursor: (400, None),
+    TokenNotFound: (404, "token_not_found"),
     TokenIssuingNotConfigured: (503, None),
     SigningKeyFromConfiguration: (409, None),
     RedisUnavailable: (503, None),

@@ -37,6 +37,11 @@ class User(db.Model):  # type: ignore[name-defined,misc]
     active: Mapped[bool] = mapped_column(default=True)
     attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(default=_now)
+    #: When an admin change last touched the user (attributes, roles, active); NULL only on rows
+    #: from before revision ``0003`` that nothing has changed since.
+    updated_at: Mapped[dt.datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True, default=_now, onupdate=_now
+    )
     #: Unix time the user last got a token or was refreshed, to within
     #: :data:`idp_app.activity.GRANULARITY` (so recording it is not a write per request); NULL:
     #: never seen. Cache warming selects by it (``active_since``).
@@ -128,3 +133,24 @@ class SigningKey(db.Model):  # type: ignore[name-defined,misc]
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
     retired_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class AuditEntry(db.Model):  # type: ignore[name-defined,misc]
+    """One admin change: who made it, what it was, and the state before and after.
+
+    Written in the same transaction as the change (see :mod:`idp_app.audit`). ``before`` and
+    ``after`` never hold a secret: no password hash, no token. ``user_id`` has no foreign key,
+    so the record outlives the user.
+    """
+
+    __tablename__ = "audit_entries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    #: ``admin-token``, ``service:<name>``, ``console:<username>`` or ``cli``.
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[int | None] = mapped_column(nullable=True, index=True)
+    target: Mapped[str] = mapped_column(String(256))
+    before: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)
+    after: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)

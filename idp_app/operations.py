@@ -10,6 +10,7 @@ never land in Redis after it.
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,8 +24,14 @@ from werkzeug.security import generate_password_hash
 
 from flask_rbac_abac.shared import UserAttributes
 
-from . import auth
-from .domain_errors import AlreadyExists, ServiceNotRegistered, UnknownRoles, UserNotFound
+from . import audit, auth
+from .domain_errors import (
+    AlreadyExists,
+    ServiceNotRegistered,
+    TokenNotFound,
+    UnknownRoles,
+    UserNotFound,
+)
 from .extensions import db
 from .models import (
     MAX_DB_ID,
@@ -164,10 +171,48 @@ def value_for_service(
     return attrs if attrs.roles else None
 
 
-def issue_service_token(service: Service) -> str:
+def _new_token(service: Service) -> tuple[int, str]:
+    """Store a new token's hash for ``service``; its id and the token (never stored)."""
     token, digest = auth.new_token()
-    db.session.add(ServiceToken(service_id=service.id, token_hash=digest))
-    return token
+    row = ServiceToken(service_id=service.id, token_hash=digest)
+    db.session.add(row)
+    db.session.flush()
+    return row.id, token
+
+
+def issue_service_token(service_name: str) -> tuple[int, str]:
+    """A new token for the service, its others kept: rotation without downtime.
+
+    The caller shows the token once; only its hash is stored. Revoke the old one with
+    :func:`revoke_service_token` once every instance of the service uses the new one.
+    """
+    service = get_service(service_name)
+    token_id, token = _new_token(service)
+    audit.note(
+        "issue_service_token",
+        None,
+        f"service:{service.name}",
+        None,
+        {"token_id": token_id},
+    )
+    return token_id, token
+
+
+def revoke_service_token(service_name: str, token_id: int) -> None:
+    """Delete one of the service's tokens; requests with it are 401 from the commit on."""
+    service = get_service(service_name)
+    row = db.session.get(ServiceToken, token_id) if 1 <= token_id <= MAX_DB_ID else None
+    if row is None or row.service_id != service.id:
+        raise TokenNotFound(service.name, token_id)
+    db.session.delete(row)
+    db.session.flush()
+    audit.note(
+        "revoke_service_token",
+        None,
+        f"service:{service.name}",
+        {"token_id": token_id},
+        None,
+    )
 
 
 @dataclass
@@ -213,7 +258,14 @@ def register_service(
         except IntegrityError:
             db.session.rollback()
             raise AlreadyExists("service", name) from None
-        token = issue_service_token(service)
+        _, token = _new_token(service)
+        audit.note(
+            "register_service",
+            None,
+            f"service:{name}",
+            None,
+            {"roles": manifest, "attributes": visible},
+        )
         return ServiceResult(service, True, token, Sync())
 
     sync = Sync()
@@ -226,6 +278,13 @@ def register_service(
                     select(RoleAssignment.user_id).where(RoleAssignment.service_id == service.id)
                 ).scalars()
             )
+        )
+        audit.note(
+            "register_service",
+            None,
+            f"service:{name}",
+            {"roles": service.manifest, "attributes": service.attributes},
+            {"roles": manifest, "attributes": visible},
         )
         service.manifest = manifest
         service.attributes = visible
@@ -262,6 +321,13 @@ def create_user(username: str, password: str, attributes: Mapping[str, Any]) -> 
     except IntegrityError:
         db.session.rollback()
         raise AlreadyExists("user", username) from None
+    audit.note(
+        "create_user",
+        user.id,
+        f"user:{user.id}",
+        None,
+        {"username": user.username, "active": True, "attributes": user.attributes},
+    )
     return user
 
 
@@ -273,11 +339,13 @@ def set_roles(user_id: int, service_name: str, roles: Iterable[str]) -> tuple[Us
     if unknown:
         raise UnknownRoles(service_name, unknown)
     user = active_user(user_id)
+    before = roles_of(user.id, service)
     db.session.execute(
         delete(RoleAssignment).where(
             RoleAssignment.user_id == user.id, RoleAssignment.service_id == service.id
         )
     )
+    _record_roles("set_roles", user, service, before, roles)
     for role in roles:
         db.session.add(RoleAssignment(user_id=user.id, service_id=service.id, role=role))
     db.session.flush()
@@ -306,6 +374,13 @@ def update_attributes(
         else:
             merged[key] = value
     check_attributes_size(merged)
+    audit.note(
+        "update_attributes",
+        user.id,
+        f"user:{user.id}",
+        {"attributes": user.attributes},
+        {"attributes": merged},
+    )
     user.attributes = merged
     db.session.flush()
     versions = {service.name: bump_version(user.id, service) for service in all_services()}
@@ -318,8 +393,155 @@ def deactivate_user(user_id: int) -> Sync:
     """Deactivate; every cached value of the user is deleted and announced."""
     user = active_user(user_id)
     user.active = False
+    _record_active("deactivate_user", user)
     for service in all_services():
         bump_version(user.id, service)
     sync = Sync()
     sync.add(user.id, None, None)
     return sync
+
+
+def _record_roles(
+    action: str, user: User, service: Service, before: list[str], after: list[str]
+) -> None:
+    user.updated_at = _utcnow()  # roles live in another table: the row is not otherwise updated
+    audit.note(
+        action,
+        user.id,
+        f"user:{user.id}/service:{service.name}",
+        {"roles": before},
+        {"roles": sorted(after)},
+    )
+
+
+def _record_active(action: str, user: User) -> None:
+    audit.note(
+        action,
+        user.id,
+        f"user:{user.id}",
+        {"active": not user.active},
+        {"active": user.active},
+    )
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def activate_user(user_id: int) -> Sync:
+    """Activate a deactivated user (a no-op for an active one); their values are cached again
+    on the next refresh, announced now so no service keeps "unknown" for them.
+    """
+    user = lock_user(user_id)
+    if user is None:
+        raise UserNotFound(user_id)
+    sync = Sync()
+    if user.active:
+        return sync
+    user.active = True
+    _record_active("activate_user", user)
+    for service in all_services():
+        bump_version(user.id, service)
+    sync.add(user.id, None, None)
+    return sync
+
+
+def remove_roles(user_id: int, service_name: str) -> Sync:
+    """Take every role of the user in one service (active or not); its cached value goes."""
+    service = get_service(service_name)
+    user = lock_user(user_id)
+    if user is None:
+        raise UserNotFound(user_id)
+    before = roles_of(user.id, service)
+    db.session.execute(
+        delete(RoleAssignment).where(
+            RoleAssignment.user_id == user.id, RoleAssignment.service_id == service.id
+        )
+    )
+    _record_roles("remove_roles", user, service, before, [])
+    version = bump_version(user.id, service)
+    sync = Sync()
+    sync.add(user.id, service.name, version)
+    return sync
+
+
+def list_users(
+    q: str | None, active: bool | None, service: str | None, limit: int, cursor: str | None
+) -> tuple[list[User], str | None]:
+    """One page of users in id order, and the cursor of the next (``None``: the last page).
+
+    :param q: a case-insensitive substring of the username.
+    :param service: only users holding a role in this service.
+    Pages follow the id, so users created while paging never shift or repeat a row.
+    """
+    query = select(User).order_by(User.id).limit(limit + 1)
+    if q:
+        escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(User.username.ilike(f"%{escaped}%", escape="\\"))
+    if active is not None:
+        query = query.where(User.active.is_(active))
+    if service is not None:
+        svc = get_service(service)
+        query = query.where(
+            select(RoleAssignment.id)
+            .where(RoleAssignment.user_id == User.id, RoleAssignment.service_id == svc.id)
+            .exists()
+        )
+    if cursor is not None:
+        query = query.where(User.id > audit.decode_cursor(cursor))
+    users = list(db.session.execute(query).scalars())
+    more = len(users) > limit
+    users = users[:limit]
+    return users, audit.encode_cursor(users[-1].id) if more and users else None
+
+
+def user_summary(user: User) -> dict[str, Any]:
+    """A user as listings show it (never the password hash)."""
+    return {
+        "id": user.id,
+        "username": user.username,
+        "active": user.active,
+        "attributes": user.attributes or {},
+        "created_at": audit.iso(user.created_at),
+        "updated_at": audit.iso(user.updated_at or user.created_at),
+    }
+
+
+def user_detail(user_id: int) -> dict[str, Any]:
+    """The user, with roles and version in every service where they hold a role or had one."""
+    user = db.session.get(User, user_id) if 1 <= user_id <= MAX_DB_ID else None
+    if user is None:
+        raise UserNotFound(user_id)
+    services = {}
+    for service in all_services():
+        roles = roles_of(user.id, service)
+        version = version_of(user.id, service)
+        if roles or version:
+            services[service.name] = {"roles": roles, "version": version}
+    return {**user_summary(user), "services": services}
+
+
+def list_services() -> list[Service]:
+    """Every registered service, by name."""
+    return all_services()
+
+
+def service_summary(service: Service) -> dict[str, Any]:
+    return {
+        "name": service.name,
+        "roles": service.manifest,
+        "attributes": service.attributes,
+        "created_at": audit.iso(service.created_at),
+    }
+
+
+def service_detail(name: str) -> dict[str, Any]:
+    """The service's manifest, visible attributes and tokens (id and creation time only)."""
+    service = get_service(name)
+    tokens = db.session.execute(
+        select(ServiceToken).where(ServiceToken.service_id == service.id).order_by(ServiceToken.id)
+    ).scalars()
+    return {
+        **service_summary(service),
+        "tokens": [{"id": t.id, "created_at": audit.iso(t.created_at)} for t in tokens],
+    }

@@ -187,3 +187,65 @@ def date_time(value: object, what: str) -> float:
         return datetime.fromisoformat(text).timestamp()
     except (ValueError, OverflowError):
         raise ApiError(400, problem) from None
+
+
+#: The largest page a listing returns, and the page when ``limit`` is left out.
+MAX_PAGE = 200
+DEFAULT_PAGE = 50
+_ALLOWED_QUERY_CHARS = re.compile(r"[\x20-\x7e]{0,64}")
+
+
+def query_args(allowed: set[str]) -> dict[str, str]:
+    """The query string, each parameter at most once, only ``allowed`` ones (else a 400)."""
+    out: dict[str, str] = {}
+    for key, values in request.args.lists():
+        if key not in allowed:
+            raise ApiError(400, f"unknown query parameter {key!r}")
+        if len(values) != 1:
+            raise ApiError(400, f"{key} must be given at most once")
+        out[key] = values[0]
+    return out
+
+
+def page_limit(value: str | None) -> int:
+    """``limit``: 1 to :data:`MAX_PAGE`, default :data:`DEFAULT_PAGE`."""
+    if value is None:
+        return DEFAULT_PAGE
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_PAGE:
+        raise ApiError(400, f"limit must be an integer from 1 to {MAX_PAGE}")
+    return int(value)
+
+
+def flag(value: str | None, what: str) -> bool | None:
+    """``true`` or ``false`` (absent: ``None``)."""
+    if value is None:
+        return None
+    if value not in ("true", "false"):
+        raise ApiError(400, f"{what} must be true or false")
+    return value == "true"
+
+
+def search_text(value: str | None, what: str) -> str | None:
+    """A substring to search for: up to 64 printable ASCII characters."""
+    if value is None:
+        return None
+    if not _ALLOWED_QUERY_CHARS.fullmatch(value):
+        raise ApiError(400, f"{what} must be at most 64 printable ASCII characters")
+    return value
+
+
+def cursor(value: str | None) -> str | None:
+    """A page cursor as handed out (its content is checked by the listing)."""
+    if value is None:
+        return None
+    if not 1 <= len(value) <= 64 or not value.isascii():
+        raise ApiError(400, "cursor is not a cursor from a previous page")
+    return value
+
+
+def query_user_id(value: str | None) -> int | None:
+    if value is None:
+        return None
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_USER_ID:
+        raise ApiError(400, "user_id must be an integer between 1 and 2**63-1")
+    return int(value)

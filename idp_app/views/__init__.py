@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import health, meta, refresh, services, token, users, warm, wellknown
+from . import audit, health, meta, refresh, services, token, users, warm, wellknown
 
 
 def register(app: Flask) -> None:
@@ -12,6 +12,7 @@ def register(app: Flask) -> None:
     app.register_blueprint(services.bp, url_prefix="/api/services")
     app.register_blueprint(users.bp, url_prefix="/api/users")
     app.register_blueprint(token.bp, url_prefix="/api/token")
+    app.register_blueprint(audit.bp, url_prefix="/api/audit")
     app.register_blueprint(warm.bp, url_prefix="/api/warm-cache")
     app.register_blueprint(meta.bp, url_prefix="/api")
     app.register_blueprint(health.bp, url_prefix="/healthz")

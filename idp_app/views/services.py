@@ -1,4 +1,4 @@
-"""``POST /api/services/``: register a service or replace its manifest."""
+"""Services: register or replace a manifest, list, show, issue and revoke tokens (admin only)."""
 
 from __future__ import annotations
 
@@ -43,3 +43,39 @@ def register_service() -> Any:
         return body, 201
     body["cached"] = cached
     return body
+
+
+@bp.get("/")
+def list_services() -> Any:
+    auth.require_admin()
+    return {
+        "success": True,
+        "services": [operations.service_summary(s) for s in operations.list_services()],
+    }
+
+
+@bp.get("/<service_name>")
+def show_service(service_name: str) -> Any:
+    """The manifest, visible attributes and the tokens' ids (never a token)."""
+    auth.require_admin()
+    return {"success": True, **operations.service_detail(validation.service_name(service_name))}
+
+
+@bp.post("/<service_name>/tokens")
+def issue_token(service_name: str) -> Any:
+    """A new token, shown only this once; the service's other tokens keep working."""
+    auth.require_admin()
+    name = validation.service_name(service_name)
+    token_id, token = operations.issue_service_token(name)
+    db.session.commit()
+    return {"success": True, "service_name": name, "token_id": token_id, "token": token}, 201
+
+
+@bp.delete("/<service_name>/tokens/<int:token_id>")
+def revoke_token(service_name: str, token_id: int) -> Any:
+    """Revoke one token; requests with it are 401 from now on."""
+    auth.require_admin()
+    name = validation.service_name(service_name)
+    operations.revoke_service_token(name, token_id)
+    db.session.commit()
+    return {"success": True, "service_name": name, "token_id": token_id}

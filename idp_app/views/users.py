@@ -1,16 +1,47 @@
-"""Users: create, set roles per service, update attributes, deactivate (admin only)."""
+"""Users: list, show, create, set or remove roles per service, update attributes, deactivate and
+activate (admin only)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint
+from flask import Blueprint, request
 
 from .. import auth, operations, outbox, validation
 from ..errors import ApiError
 from ..extensions import db
 
 bp = Blueprint("users", __name__)
+
+
+@bp.get("/")
+def list_users() -> Any:
+    """One page of users in id order; ``next_cursor`` fetches the next (``null``: the last)."""
+    auth.require_admin()
+    args = validation.query_args({"q", "active", "service", "limit", "cursor"})
+    service = args.get("service")
+    users, next_cursor = operations.list_users(
+        validation.search_text(args.get("q"), "q"),
+        validation.flag(args.get("active"), "active"),
+        None if service is None else validation.service_name(service),
+        validation.page_limit(args.get("limit")),
+        validation.cursor(args.get("cursor")),
+    )
+    return {
+        "success": True,
+        "users": [operations.user_summary(user) for user in users],
+        "next_cursor": next_cursor,
+    }
+
+
+# One rule per path with every method: Werkzeug answers 405 (not 404) to a path whose
+# converter refused the value when another rule of the same path has another method.
+@bp.route("/<user_id:user_id>", methods=["GET", "DELETE"])
+def user(user_id: int) -> Any:
+    if request.method == "DELETE":
+        return deactivate_user(user_id)
+    auth.require_admin()
+    return {"success": True, **operations.user_detail(user_id)}
 
 
 @bp.post("/")
@@ -36,7 +67,13 @@ def _path_service(service_name: str) -> str:
     return validation.service_name(service_name)
 
 
-@bp.put("/<user_id:user_id>/roles/<service_name>")
+@bp.route("/<user_id:user_id>/roles/<service_name>", methods=["PUT", "DELETE"])
+def roles(user_id: int, service_name: str) -> Any:
+    if request.method == "DELETE":
+        return remove_roles(user_id, service_name)
+    return set_roles(user_id, service_name)
+
+
 def set_roles(user_id: int, service_name: str) -> Any:
     """Replace the roles; the cached value is rewritten and invalidated at once."""
     auth.require_admin()
@@ -77,7 +114,6 @@ def update_attributes(user_id: int) -> Any:
     }
 
 
-@bp.delete("/<user_id:user_id>")
 def deactivate_user(user_id: int) -> Any:
     """Deactivate; cached values are deleted and invalidated, later refreshes answer 404."""
     auth.require_admin()
@@ -85,3 +121,35 @@ def deactivate_user(user_id: int) -> Any:
     db.session.commit()
     cached = outbox.deliver(sync)
     return {"success": True, "user_id": user_id, "active": False, "cached": cached}
+
+
+@bp.post("/<user_id:user_id>/deactivate")
+def deactivate(user_id: int) -> Any:
+    """The same as ``DELETE /api/users/<id>``."""
+    return deactivate_user(user_id)
+
+
+@bp.post("/<user_id:user_id>/activate")
+def activate(user_id: int) -> Any:
+    """Activate a deactivated user (an active one stays as it is)."""
+    auth.require_admin()
+    sync = operations.activate_user(user_id)
+    db.session.commit()
+    cached = outbox.deliver(sync)
+    return {"success": True, "user_id": user_id, "active": True, "cached": cached}
+
+
+def remove_roles(user_id: int, service_name: str) -> Any:
+    """Take every role of the user in the service; the cached value is deleted."""
+    auth.require_admin()
+    service_name = _path_service(service_name)
+    sync = operations.remove_roles(user_id, service_name)
+    db.session.commit()
+    cached = outbox.deliver(sync)
+    return {
+        "success": True,
+        "user_id": user_id,
+        "service_name": service_name,
+        "roles": [],
+        "cached": cached,
+    }

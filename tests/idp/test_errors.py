@@ -45,6 +45,18 @@ CASES = [
         "Redis is unavailable: warmed 3 users of 'billing_api'",
         None,
     ),
+    (
+        domain_errors.InvalidCursor(),
+        400,
+        "cursor is not a cursor from a previous page",
+        None,
+    ),
+    (
+        domain_errors.TokenNotFound("billing_api", 7),
+        404,
+        "service 'billing_api' has no token 7",
+        "token_not_found",
+    ),
 ]
 
 

@@ -50,7 +50,7 @@ TIME_BUDGET_S = 100
 CASE_DEADLINE = timedelta(seconds=5)
 #: Operations in ``idp_app/openapi.json``, each one fuzzed, less the document's own
 #: ``GET /api/openapi.json`` that Schemathesis leaves out (``test_openapi.py`` checks that one).
-FUZZED_OPERATIONS = 11
+FUZZED_OPERATIONS = 21
 
 #: The seeded service and users (see ``seeded``) that aimed cases point at.
 SERVICE = "billing_api"
@@ -86,17 +86,23 @@ CHECKS = {
 
 
 def _known_semantic_rejection(operation_id: str, response: Any) -> bool:
-    """A 400 that no schema can state: a role that is well formed but not in the manifest, or a
-    token audience that is well formed but not a registered service.
+    """A 400 that no schema can state: a role that is well formed but not in the manifest, a
+    token audience that is well formed but not a registered service, or a page cursor that is
+    well formed but was never handed out.
 
-    The document says so in the descriptions of ``RolesRequest.roles`` and
-    ``TokenRequest.audience``.
+    The document says so in the descriptions of ``RolesRequest.roles``,
+    ``TokenRequest.audience`` and the ``cursor`` parameters.
     """
     if response.status_code != 400:
         return False
     error = response.json()["error"]
-    return (operation_id == "setRoles" and error.startswith("unknown role(s) for service")) or (
-        operation_id == "issueToken" and error.endswith("is not a registered service")
+    return (
+        (operation_id == "setRoles" and error.startswith("unknown role(s) for service"))
+        or (operation_id == "issueToken" and error.endswith("is not a registered service"))
+        or (
+            operation_id in ("listUsers", "listAuditEntries")
+            and error == "cursor is not a cursor from a previous page"
+        )
     )
 
 
@@ -228,6 +234,10 @@ ODD_IDS = [
         ("PATCH", "/attributes", {"plan": "pro"}),
         ("PUT", "/roles/billing_api", {"roles": ["viewer"]}),
         ("DELETE", "", None),
+        ("GET", "", None),
+        ("POST", "/activate", None),
+        ("POST", "/deactivate", None),
+        ("DELETE", "/roles/billing_api", None),
     ],
 )
 def test_user_ids_in_paths_are_ascii_digits_only(
@@ -244,7 +254,7 @@ def test_user_ids_in_paths_are_ascii_digits_only(
         assert r.json == {"success": False, "error": "not found"}
     r = api.client.open(f"/api/users/3{suffix}", method=method, json=body, headers=ADMIN)
     assert r.status_code == 200, r.json
-    assert r.json["user_id"] == 3
+    assert r.json["id" if method == "GET" else "user_id"] == 3
 
 
 def test_every_integer_route_uses_the_ascii_converter(app: Any) -> None:
@@ -258,7 +268,8 @@ def test_every_integer_route_uses_the_ascii_converter(app: Any) -> None:
             if isinstance(converter, IntegerConverter):
                 assert isinstance(converter, AsciiIntegerConverter), rule.rule
                 checked += 1
-    assert checked == 3
+    # users/<id> (GET, DELETE), its roles, attributes, activate, deactivate; a service's token
+    assert checked == 6
 
 
 NAME_RULE = "must be 1-128 printable characters without spaces"

@@ -128,3 +128,18 @@ class SigningKey(db.Model):  # type: ignore[name-defined,misc]
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
     retired_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ConsoleAdmin(db.Model):  # type: ignore[name-defined,misc]
+    """A person who may sign in to the admin console (``flask --app idp_app create-admin``).
+
+    Kept apart from :class:`User`: users are what services authorize, admins are who runs the
+    IdP; neither can turn into the other.
+    """
+
+    __tablename__ = "console_admins"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[dt.datetime] = mapped_column(default=_now)

@@ -8,6 +8,7 @@ One indirection while the admin API's additions to :mod:`idp_app.operations` and
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any
 
 from .. import operations as _operations
@@ -17,7 +18,14 @@ from . import _pending_ops as _pending
 
 
 def _pick(name: str) -> Any:
-    return getattr(_operations, name, getattr(_pending, name))
+    found = getattr(_operations, name, None)
+    pending = getattr(_pending, name)
+    # ``issue_service_token`` exists already, taking a Service: the new one takes its name.
+    if found is None or list(inspect.signature(found).parameters) != list(
+        inspect.signature(pending).parameters
+    ):
+        return pending
+    return found
 
 
 def _audit_module() -> Any:

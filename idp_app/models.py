@@ -143,3 +143,6 @@ class ConsoleAdmin(db.Model):  # type: ignore[name-defined,misc]
     username: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(256))
     created_at: Mapped[dt.datetime] = mapped_column(default=_now)
+    #: Unix time of the last sign-out: sessions signed in before it are refused, so a copied
+    #: session cookie stops working when its admin signs out (the cookie itself is stateless).
+    signed_out_at: Mapped[float | None] = mapped_column(Float, nullable=True)

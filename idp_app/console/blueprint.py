@@ -45,8 +45,7 @@ def _gate() -> BaseResponse | tuple[str, int] | None:
         return render_template("console/off.html"), 503
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         csrf.protect()
-    admin_id = session.get("admin_id")
-    admin = db.session.get(ConsoleAdmin, admin_id) if isinstance(admin_id, int) else None
+    admin = _signed_in_admin()
     if admin is None:
         session.pop("admin_id", None)
         if request.endpoint in PUBLIC_ENDPOINTS:
@@ -55,6 +54,17 @@ def _gate() -> BaseResponse | tuple[str, int] | None:
     session.permanent = True  # expires IDP_CONSOLE_SESSION_LIFETIME after the last request
     g.console_admin = admin
     return None
+
+
+def _signed_in_admin() -> ConsoleAdmin | None:
+    """The session's admin, unless it has since been deleted or signed out."""
+    admin_id, since = session.get("admin_id"), session.get("signed_in_at")
+    if not isinstance(admin_id, int) or not isinstance(since, float):
+        return None
+    admin = db.session.get(ConsoleAdmin, admin_id)
+    if admin is None or (admin.signed_out_at is not None and since <= admin.signed_out_at):
+        return None
+    return admin
 
 
 @bp.after_request

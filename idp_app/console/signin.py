@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from urllib.parse import urlsplit
 
 import click
-from flask import current_app, flash, redirect, render_template, request, session, url_for
+from flask import current_app, flash, g, redirect, render_template, request, session, url_for
 from flask.cli import with_appcontext
 from sqlalchemy import select
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -50,6 +51,7 @@ def sign_in() -> BaseResponse | str | tuple[str, int]:
             return render_template("console/sign_in.html"), 401
         session.clear()  # a fresh session (and CSRF token) for the signed-in admin
         session["admin_id"] = admin.id
+        session["signed_in_at"] = time.time()
         session.permanent = True
         return redirect(_safe_next(request.args.get("next")))
     return render_template("console/sign_in.html")
@@ -57,6 +59,9 @@ def sign_in() -> BaseResponse | str | tuple[str, int]:
 
 @bp.post("/sign-out")
 def sign_out() -> BaseResponse:
+    """End every session of this admin (a copied cookie included), not only this browser's."""
+    g.console_admin.signed_out_at = time.time()
+    db.session.commit()
     session.clear()
     flash("signed out", "info")
     return redirect(url_for("console.sign_in"))

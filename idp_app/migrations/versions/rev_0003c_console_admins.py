@@ -27,6 +27,7 @@ def upgrade() -> None:
         sa.Column("username", sa.String(length=64), nullable=False),
         sa.Column("password_hash", sa.String(length=256), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("signed_out_at", sa.Float(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("username"),
     )

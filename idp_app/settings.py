@@ -214,7 +214,11 @@ def _validate_console(config: MutableMapping[str, Any]) -> None:
     if secret is not None and (not isinstance(secret, str) or len(secret) < 16):
         raise ConfigurationError("SECRET_KEY must be a string of at least 16 characters")
     secure = config["IDP_CONSOLE_SECURE_COOKIES"]
-    secure = not config.get("TESTING") if secure is None else as_bool(secure, "IDP_CONSOLE_SECURE_COOKIES")
+    secure = (
+        not config.get("TESTING")
+        if secure is None
+        else as_bool(secure, "IDP_CONSOLE_SECURE_COOKIES")
+    )
     config["IDP_CONSOLE_SECURE_COOKIES"] = secure
     config["IDP_CONSOLE_SESSION_LIFETIME"] = positive_int(
         config["IDP_CONSOLE_SESSION_LIFETIME"], "IDP_CONSOLE_SESSION_LIFETIME"

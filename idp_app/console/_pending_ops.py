@@ -146,7 +146,7 @@ class AuditEntry:
     created_at: dt.datetime
 
 
-class audit:  # noqa: N801 - stands in for the module idp_app.audit
+class audit:
     """``idp_app.audit``'s two functions; entries are only logged here."""
 
     @staticmethod

@@ -30,7 +30,11 @@ from . import ops
 T = TypeVar("T")
 
 bp = Blueprint(
-    "console", __name__, template_folder="templates", static_folder="static", static_url_path="/static"
+    "console",
+    __name__,
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/static",
 )
 csrf = CSRFProtect()
 

@@ -23,7 +23,7 @@ from .conftest import Api
 
 SECRET = "console-secret-for-the-tests-0123456789"
 ADMIN_USER = "root-admin"
-ADMIN_PASSWORD = "correct horse battery"  # noqa: S105 - a test password
+ADMIN_PASSWORD = "correct horse battery"
 USER_LINK = re.compile(rb'href="/admin/users/\d+"')
 
 
@@ -75,9 +75,7 @@ def api_of(console_app: Any) -> Api:
     return Api(console_app.test_client())
 
 
-@pytest.mark.parametrize(
-    "path", ["/admin/", "/admin/users/", "/admin/users/1", "/admin/services/"]
-)
+@pytest.mark.parametrize("path", ["/admin/", "/admin/users/", "/admin/users/1", "/admin/services/"])
 def test_signed_out_is_sent_to_sign_in(console_app: Any, path: str) -> None:
     response = console_app.test_client().get(path)
     assert response.status_code == 302
@@ -259,9 +257,7 @@ def test_cache_invalidate_and_refresh_now(
 
 
 def test_service_create_token_once_rotate_and_revoke(console: Console, console_app: Any) -> None:
-    created = console.post(
-        "/admin/services/", name="reports", roles='{"reader": ["report:read"]}'
-    )
+    created = console.post("/admin/services/", name="reports", roles='{"reader": ["report:read"]}')
     assert created.status_code == 200
     token = re.search(rb'id="new-token">(svc_[^<]+)<', created.data)
     assert token is not None
@@ -269,14 +265,28 @@ def test_service_create_token_once_rotate_and_revoke(console: Console, console_a
     assert token.group(1) not in again.data  # shown once
     api = console_app.test_client()
     headers = {"Authorization": f"Bearer {token.group(1).decode()}"}
-    assert api.post("/api/refresh-user-cache/", json={"user_id": 1, "service_name": "reports"}, headers=headers).status_code == 404
+    assert (
+        api.post(
+            "/api/refresh-user-cache/",
+            json={"user_id": 1, "service_name": "reports"},
+            headers=headers,
+        ).status_code
+        == 404
+    )
 
     second = console.post("/admin/services/reports/tokens")
     assert re.search(rb'id="new-token">svc_', second.data)
     ids = [int(i) for i in re.findall(rb'id="revoke-(\d+)"', second.data)]
     assert len(ids) == 2
     console.post(f"/admin/services/reports/tokens/{ids[0]}/revoke")
-    assert api.post("/api/refresh-user-cache/", json={"user_id": 1, "service_name": "reports"}, headers=headers).status_code == 401
+    assert (
+        api.post(
+            "/api/refresh-user-cache/",
+            json={"user_id": 1, "service_name": "reports"},
+            headers=headers,
+        ).status_code
+        == 401
+    )
 
 
 def test_manifest_edit_and_bad_manifest(console: Console, api_of: Api) -> None:

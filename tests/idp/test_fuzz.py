@@ -257,8 +257,8 @@ def test_every_integer_route_uses_the_ascii_converter(app: Any) -> None:
         for converter in rule._converters.values():
             if isinstance(converter, IntegerConverter):
                 assert isinstance(converter, AsciiIntegerConverter), rule.rule
-                checked += 1
-    assert checked == 3
+                checked += rule.rule.startswith("/api/")
+    assert checked == 3  # the API's; the admin console's are checked by the loop too
 
 
 NAME_RULE = "must be 1-128 printable characters without spaces"

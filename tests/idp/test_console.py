@@ -325,3 +325,27 @@ def test_create_admin_command(console_app: Any) -> None:
     again = runner.invoke(args=["create-admin", "ops", "--password", "long enough pw"])
     assert again.exit_code == 1
     assert "console admin 'ops' already exists" in again.output
+
+
+def test_sign_out_ends_a_copied_session_too(console_app: Any) -> None:
+    console = Console(console_app.test_client())
+    assert console.sign_in().status_code == 302
+    copy = console_app.test_client()
+    cookie = console.client.get_cookie("idp_console")
+    assert cookie is not None
+    copy.set_cookie("idp_console", cookie.value)
+    assert copy.get("/admin/").status_code == 200
+    time.sleep(0.01)
+    assert console.post("/admin/sign-out").status_code == 302
+    assert copy.get("/admin/").status_code == 302
+
+
+def test_sign_in_redirects_only_inside_the_console(console_app: Any) -> None:
+    client = console_app.test_client()
+    token = csrf_of(client.get("/admin/sign-in").data)
+    response = client.post(
+        "/admin/sign-in?next=//evil.example/admin/",
+        data={"username": ADMIN_USER, "password": ADMIN_PASSWORD, "csrf_token": token},
+    )
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/admin/"

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 
-.PHONY: test lint dist-check docs services promtool demo bench clean
+.PHONY: test lint dist-check docs services promtool chromium demo bench clean
 
 # The venv itself, with a current pip.
 $(VENV)/.created:
@@ -56,7 +56,15 @@ promtool:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
 	  else echo "promtool missing: install Debian's prometheus package (tests/test_deploy.py needs it)"; fi; }
 
-test: $(VENV)/.installed services promtool lint dist-check docs
+# Debian's chromium and chromium-driver, for the admin console's browser test
+# (tests/e2e/test_console_browser.py); installed here when running as root.
+chromium:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver; \
+	  else echo "chromium missing: install Debian's chromium and chromium-driver (the console's browser test needs them)"; fi; }
+
+test: $(VENV)/.installed services promtool chromium lint dist-check docs
 	CI=$${CI:-} $(PY) -m pytest --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
 
 demo: $(VENV)/.demo-installed

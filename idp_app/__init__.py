@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Flask
 
-from . import cli, converters, errors, metrics, outbox, ratelimit, settings, views
+from . import cli, console, converters, errors, metrics, outbox, ratelimit, settings, views
 from .extensions import db, migrate
 
 __all__ = ["create_app", "db"]
@@ -56,6 +56,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     errors.register(app)
     converters.register(app)  # before the blueprints, whose rules use them
     views.register(app)
+    console.init_app(app)
     ratelimit.init_app(app)
     metrics.init_app(app, outbox.backlog)
     cli.register(app)

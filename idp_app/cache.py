@@ -268,3 +268,12 @@ def write_batch(entries: Sequence[tuple[UserAttributes, int]]) -> list[bool] | N
             )
         landed.append(result.landed)
     return landed
+
+
+def entry_ttl(service_name: str, user_id: int) -> int | None:
+    """Seconds the cached value has left; ``None`` when absent or without a TTL.
+
+    :raises redis.RedisError: Redis failed (the admin console shows it).
+    """
+    ttl = _redis().ttl(attributes_key(_prefix(), service_name, user_id))
+    return None if ttl is None or ttl < 0 else int(ttl)

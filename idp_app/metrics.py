@@ -167,6 +167,19 @@ def _metrics() -> IdpMetrics | None:
     return found
 
 
+def refresh_counts() -> dict[str, float] | None:
+    """This process's refresh requests so far by result; ``None`` when metrics are off."""
+    metrics = _metrics()
+    if metrics is None:
+        return None
+    counts: dict[str, float] = {}
+    for family in metrics.refresh_requests.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                counts[sample.labels["result"]] = sample.value
+    return counts
+
+
 def published(ok: bool) -> None:
     """Count one publish of an invalidation (no-op when metrics are off)."""
     metrics = _metrics()

@@ -154,3 +154,21 @@ class AuditEntry(db.Model):  # type: ignore[name-defined,misc]
     target: Mapped[str] = mapped_column(String(256))
     before: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)
     after: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)
+
+
+class ConsoleAdmin(db.Model):  # type: ignore[name-defined,misc]
+    """A person who may sign in to the admin console (``flask --app idp_app create-admin``).
+
+    Kept apart from :class:`User`: users are what services authorize, admins are who runs the
+    IdP; neither can turn into the other.
+    """
+
+    __tablename__ = "console_admins"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[dt.datetime] = mapped_column(default=_now)
+    #: Unix time of the last sign-out: sessions signed in before it are refused, so a copied
+    #: session cookie stops working when its admin signs out (the cookie itself is stateless).
+    signed_out_at: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -66,6 +66,9 @@ ENV_KEYS = (
     "IDP_OUTBOX_BACKOFF_MAX",
     "RBAC_ABAC_VALUE_KEYS",
     "IDP_METRICS_ENABLED",
+    "SECRET_KEY",
+    "IDP_CONSOLE_SECURE_COOKIES",
+    "IDP_CONSOLE_SESSION_LIFETIME",
 )
 
 DEFAULTS: dict[str, Any] = {
@@ -94,6 +97,9 @@ DEFAULTS: dict[str, Any] = {
     "IDP_TOKEN_RATE_LIMIT_STORAGE_URI": None,  # None: the Redis URL (memory when TESTING)
     "IDP_PROXY_FIX_X_FOR": 0,  # trusted proxies in front of the IdP; 0: X-Forwarded-For ignored
     "IDP_METRICS_ENABLED": False,
+    # The admin console (/admin/): signs its session cookie with SECRET_KEY (unset: console off).
+    "IDP_CONSOLE_SECURE_COOKIES": None,  # None: Secure cookies, except when TESTING
+    "IDP_CONSOLE_SESSION_LIFETIME": 1800,  # seconds a console session lasts without a request
 }
 
 
@@ -199,6 +205,32 @@ def validate(config: MutableMapping[str, Any], instance_path: str) -> None:
     config["MAX_CONTENT_LENGTH"] = positive_int(config["MAX_CONTENT_LENGTH"], "MAX_CONTENT_LENGTH")
     config["IDP_METRICS_ENABLED"] = as_bool(config["IDP_METRICS_ENABLED"], "IDP_METRICS_ENABLED")
     _validate_rate_limits(config)
+    _validate_console(config)
+
+
+def _validate_console(config: MutableMapping[str, Any]) -> None:
+    """The console's cookie settings: HttpOnly, SameSite=Lax, Secure unless configured off."""
+    secret = config.get("SECRET_KEY")
+    if secret is not None and (not isinstance(secret, str) or len(secret) < 16):
+        raise ConfigurationError("SECRET_KEY must be a string of at least 16 characters")
+    secure = config["IDP_CONSOLE_SECURE_COOKIES"]
+    secure = (
+        not config.get("TESTING")
+        if secure is None
+        else as_bool(secure, "IDP_CONSOLE_SECURE_COOKIES")
+    )
+    config["IDP_CONSOLE_SECURE_COOKIES"] = secure
+    config["IDP_CONSOLE_SESSION_LIFETIME"] = positive_int(
+        config["IDP_CONSOLE_SESSION_LIFETIME"], "IDP_CONSOLE_SESSION_LIFETIME"
+    )
+    config["PERMANENT_SESSION_LIFETIME"] = config["IDP_CONSOLE_SESSION_LIFETIME"]
+    config["SESSION_COOKIE_SECURE"] = secure
+    config["SESSION_COOKIE_HTTPONLY"] = True
+    config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    config["SESSION_COOKIE_NAME"] = "idp_console"
+    # CSRF is checked by the console's blueprint only: the JSON API is token-authenticated.
+    config["WTF_CSRF_CHECK_DEFAULT"] = False
+    config["WTF_CSRF_TIME_LIMIT"] = config["IDP_CONSOLE_SESSION_LIFETIME"]
 
 
 def _check_private_key(private_key: object) -> None:

@@ -215,6 +215,8 @@ class Stack:
     idp_port: int = field(default_factory=free_port)
     service_port: int = field(default_factory=free_port)
     service_config: dict[str, str] = field(default_factory=dict)
+    #: Extra IdP environment (e.g. ``SECRET_KEY`` for the admin console).
+    idp_config: dict[str, str] = field(default_factory=dict)
     workers: int = 2
     service_token: str = ""
     idp: Proc | None = None
@@ -249,6 +251,7 @@ class Stack:
     def idp_env(self) -> dict[str, str]:
         env = self.common_env()
         env.update(DATABASE_URL=self.database_url, IDP_ADMIN_TOKEN=self.admin_token)
+        env.update(self.idp_config)
         return env
 
     def service_env(self) -> dict[str, str]:

@@ -267,8 +267,9 @@ def test_every_integer_route_uses_the_ascii_converter(app: Any) -> None:
         for converter in rule._converters.values():
             if isinstance(converter, IntegerConverter):
                 assert isinstance(converter, AsciiIntegerConverter), rule.rule
-                checked += 1
-    # users/<id> (GET, DELETE), its roles, attributes, activate, deactivate; a service's token
+                checked += rule.rule.startswith("/api/")
+    # users/<id> (GET, DELETE), its roles, attributes, activate, deactivate; a service's token.
+    # The admin console's integer routes are checked by the loop too, not counted here.
     assert checked == 6
 
 

@@ -39,6 +39,7 @@ TABLES = {
     "sync_outbox",
     "audit_entries",
     "signing_keys",
+    "console_admins",
 }
 #: What revision 0002 adds, as :func:`summary` names it going back to revision 0001's schema.
 REVISION_0002 = {
@@ -55,10 +56,12 @@ REVISION_0003 = {
     ("remove_index", "ix_audit_entries_user_id"),
     ("remove_column", "users.updated_at"),
 }
+#: What revision 0003c adds (the admin console's sign-in accounts).
+REVISION_0003C = {("remove_table", "console_admins")}
 #: What the revisions after 0001 add, together.
-AFTER_0001 = REVISION_0002 | REVISION_0003
+AFTER_0001 = REVISION_0002 | REVISION_0003 | REVISION_0003C
 #: The latest revision.
-HEAD = "0003"
+HEAD = "0003c"
 ADOPTED = "Adopted a database made before migrations: stamped at 0001."
 
 
@@ -255,7 +258,7 @@ def test_downgrade_to_base_and_upgrade_again_keeps_working(empty_app):
         db.session.commit()
 
     # Down to 0001: SQLite drops the columns by copying the tables (batch mode); rows stay.
-    assert cli(empty_app, "db", "downgrade").exit_code == 0
+    assert cli(empty_app, "db", "downgrade", "0002").exit_code == 0
     assert revision(empty_app) == "0002"
     assert "updated_at" not in columns(empty_app, "users")
     assert cli(empty_app, "db", "downgrade").exit_code == 0
@@ -301,10 +304,12 @@ def test_the_flask_db_commands_in_a_process_outside_the_checkout(tmp_path, key_p
     assert upgrade.returncode == 0, upgrade.stderr
     assert "Running upgrade 0001 -> 0002" in upgrade.stderr
     assert "Running upgrade 0002 -> 0003" in upgrade.stderr
+    assert "Running upgrade 0003 -> 0003c" in upgrade.stderr
     assert flask("db", "current").stdout == f"{HEAD} (head)\n"
     history = flask("db", "history").stdout.splitlines()
     assert [line.split(",")[0] for line in history] == [
-        "0002 -> 0003 (head)",
+        "0003 -> 0003c (head)",
+        "0002 -> 0003",
         "0001 -> 0002",
         "<base> -> 0001",
     ]
@@ -370,6 +375,6 @@ def test_the_migrations_ship_inside_the_package_at_importable_paths():
         p.relative_to(MIGRATIONS_DIRECTORY.parent.parent)
         for p in MIGRATIONS_DIRECTORY.rglob("*.py")
     )
-    assert len(modules) == 4  # env.py and one module per revision
+    assert len(modules) == 5  # env.py and one module per revision
     for path in modules:
         assert all(part.isidentifier() for part in path.with_suffix("").parts), path

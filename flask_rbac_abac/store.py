@@ -251,8 +251,9 @@ class PatchResult(enum.Enum):
 # with an empty list or object inside an attribute is refused (-3) and rewritten in full.
 #   ARGV[1] previous version, ARGV[2] new version, ARGV[3] schema, ARGV[4] TTL in seconds,
 #   ARGV[5] fetched_at (JSON number), ARGV[6] roles (JSON array, '' unchanged),
-#   ARGV[7] permissions (JSON array, '' unchanged), ARGV[8] n removed attribute names, then the
-#   n names, then (name, JSON value) pairs to set.
+#   ARGV[7] permissions (JSON array, '' unchanged), ARGV[8] every attribute (JSON object, ''
+#   unchanged), ARGV[9] n removed attribute names, then the n names, then (name, JSON value)
+#   pairs to set.
 _PATCH = """
 local cur = redis.call('GET', KEYS[1])
 if not cur then return 0 end
@@ -316,16 +317,17 @@ local function list(t)
 end
 
 local attributes = obj['attributes']
-local removed = tonumber(ARGV[8])
-for i = 9, 8 + removed do attributes[ARGV[i]] = nil end
+if ARGV[8] ~= '' then attributes = {} end
+local removed = tonumber(ARGV[9])
+for i = 10, 9 + removed do attributes[ARGV[i]] = nil end
 local raw = {}
-for i = 9 + removed, #ARGV, 2 do
+for i = 10 + removed, #ARGV, 2 do
   attributes[ARGV[i]] = nil
   raw[ARGV[i]] = ARGV[i + 1]
 end
 local built, value = pcall(function()
   local top = {
-    attributes = object(attributes, raw),
+    attributes = ARGV[8] ~= '' and ARGV[8] or object(attributes, raw),
     fetched_at = ARGV[5],
     permissions = ARGV[7] ~= '' and ARGV[7] or list(obj['permissions']),
     roles = ARGV[6] ~= '' and ARGV[6] or list(obj['roles']),
@@ -361,6 +363,7 @@ def patch_attributes(
     fetched_at: float,
     roles: Sequence[str] | None = None,
     permissions: Sequence[str] | None = None,
+    attributes: Mapping[str, Any] | None = None,
     set_attributes: Mapping[str, Any] | None = None,
     remove_attributes: Sequence[str] = (),
 ) -> PatchResult:
@@ -369,7 +372,8 @@ def patch_attributes(
     For a change known to touch only some fields (one attribute, one service's roles): the
     writer sends the changed parts instead of a rebuilt value, and needs no read of the rest
     from its database. Roles and permissions, when given, replace the stored ones (``None``
-    keeps them); ``set_attributes`` are set, ``remove_attributes`` removed; ``version`` and
+    keeps them); ``attributes``, when given, replace every stored attribute; otherwise
+    ``set_attributes`` are set and ``remove_attributes`` removed; ``version`` and
     ``fetched_at`` are set and the TTL starts again. The result decodes as
     :meth:`UserAttributes.from_json` the same as a full rebuild of the new state would.
 
@@ -391,6 +395,7 @@ def patch_attributes(
         _json(float(fetched_at)),
         "" if roles is None else _json(sorted(set(roles))),
         "" if permissions is None else _json(sorted(set(permissions))),
+        "" if attributes is None else _json(dict(attributes)),
         len(remove_attributes),
         *remove_attributes,
         *pairs,

@@ -48,6 +48,8 @@ REVISION_0002 = {
     ("remove_column", "users.last_seen_at"),
     ("remove_index", "ix_users_last_seen_at"),
 }
+#: The latest revision.
+HEAD = "0003p"
 ADOPTED = "Adopted a database made before migrations: stamped at 0001."
 
 
@@ -136,7 +138,7 @@ def create_legacy_database(app: Any) -> int:
 
 def test_the_models_and_the_migrations_agree(empty_app):
     assert cli(empty_app, "db", "upgrade").exit_code == 0
-    assert revision(empty_app) == "0002"
+    assert revision(empty_app) == HEAD
     assert tables(empty_app) == TABLES
     assert differences(empty_app) == []
     # The comparison does see a difference when there is one: the pre-migration models.
@@ -163,11 +165,11 @@ def test_init_db_adopts_a_database_made_before_migrations_and_keeps_its_rows(emp
     lines = result.output.splitlines()
     assert lines[:3] == [
         ADOPTED,
-        "Upgraded the schema from 0001 to 0002.",
+        f"Upgraded the schema from 0001 to {HEAD}.",
         "Initialized the database.",
     ]
     assert lines[3].startswith("Generated signing key ")
-    assert revision(empty_app) == "0002"
+    assert revision(empty_app) == HEAD
     assert tables(empty_app) == TABLES
     assert {"last_seen_at"} <= columns(empty_app, "users")
     assert {"attributes"} <= columns(empty_app, "services")
@@ -202,7 +204,7 @@ def test_init_db_adopts_a_database_an_interim_create_all_and_the_release_notes_c
     result = cli(empty_app, "init-db")
 
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines()[:2] == [ADOPTED, "Upgraded the schema from 0001 to 0002."]
+    assert result.output.splitlines()[:2] == [ADOPTED, f"Upgraded the schema from 0001 to {HEAD}."]
     assert differences(empty_app) == []
     with empty_app.app_context():
         indexes = {index["name"] for index in inspect(db.engine).get_indexes("users")}
@@ -213,7 +215,7 @@ def test_init_db_on_an_empty_database_then_again_is_a_no_op(empty_app):
     first = cli(empty_app, "init-db")
     assert first.exit_code == 0, first.output
     assert first.output.splitlines()[:2] == [
-        "Upgraded the schema from nothing to 0002.",
+        f"Upgraded the schema from nothing to {HEAD}.",
         "Initialized the database.",
     ]
     assert differences(empty_app) == []
@@ -223,10 +225,10 @@ def test_init_db_on_an_empty_database_then_again_is_a_no_op(empty_app):
 
     assert second.exit_code == 0, second.output
     assert second.output.splitlines() == [
-        "The schema is at the latest revision (0002).",
+        f"The schema is at the latest revision ({HEAD}).",
         "Initialized the database.",
     ]
-    assert revision(empty_app) == "0002"
+    assert revision(empty_app) == HEAD
     keys = empty_app.test_client().get("/.well-known/jwks.json").json["keys"]
     assert [key["kid"] for key in keys] == [kid]
 
@@ -243,8 +245,12 @@ def test_downgrade_to_base_and_upgrade_again_keeps_working(empty_app):
         )
         db.session.commit()
 
-    # One step down: SQLite drops the columns by copying the tables (batch mode); rows stay.
+    # One step down: the outbox's patch column goes, and nothing else.
     assert cli(empty_app, "db", "downgrade").exit_code == 0
+    assert revision(empty_app) == "0002"
+    assert summary(differences(empty_app)) == {("add_column", "sync_outbox.patch")}
+    # Down to 0001: SQLite drops the columns by copying the tables (batch mode); rows stay.
+    assert cli(empty_app, "db", "downgrade", "0001").exit_code == 0
     assert revision(empty_app) == "0001"
     assert differences(empty_app, legacy_models.metadata) == []
     with empty_app.app_context():
@@ -257,7 +263,7 @@ def test_downgrade_to_base_and_upgrade_again_keeps_working(empty_app):
     assert revision(empty_app) is None
 
     assert cli(empty_app, "db", "upgrade").exit_code == 0
-    assert revision(empty_app) == "0002"
+    assert revision(empty_app) == HEAD
     assert differences(empty_app) == []
 
 
@@ -286,13 +292,17 @@ def test_the_flask_db_commands_in_a_process_outside_the_checkout(tmp_path, key_p
     upgrade = flask("db", "upgrade")
     assert upgrade.returncode == 0, upgrade.stderr
     assert "Running upgrade 0001 -> 0002" in upgrade.stderr
-    assert flask("db", "current").stdout == "0002 (head)\n"
+    assert flask("db", "current").stdout == f"{HEAD} (head)\n"
     history = flask("db", "history").stdout.splitlines()
-    assert [line.split(",")[0] for line in history] == ["0001 -> 0002 (head)", "<base> -> 0001"]
+    assert [line.split(",")[0] for line in history] == [
+        f"0002 -> {HEAD} (head)",
+        "0001 -> 0002",
+        "<base> -> 0001",
+    ]
     init = flask("init-db")
     assert init.returncode == 0, init.stderr
     assert init.stdout.splitlines()[:2] == [
-        "The schema is at the latest revision (0002).",
+        f"The schema is at the latest revision ({HEAD}).",
         "Initialized the database.",
     ]
     assert not (tmp_path / "migrations").exists()
@@ -351,6 +361,6 @@ def test_the_migrations_ship_inside_the_package_at_importable_paths():
         p.relative_to(MIGRATIONS_DIRECTORY.parent.parent)
         for p in MIGRATIONS_DIRECTORY.rglob("*.py")
     )
-    assert len(modules) == 3
+    assert len(modules) == 4  # env.py and one module per revision
     for path in modules:
         assert all(part.isidentifier() for part in path.with_suffix("").parts), path

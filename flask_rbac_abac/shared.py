@@ -56,8 +56,8 @@ from .model import Invalidation, UserAttributes, validate_service_name, validate
 from .store import (
     PatchResult,
     StoreResult,
-    patch_attributes,
     delete_attributes,
+    patch_attributes,
     publish_invalidation,
     replace_if_unchanged,
     store_attributes,

@@ -276,7 +276,14 @@ def write_batch(entries: Sequence[tuple[UserAttributes, int]]) -> list[bool] | N
     return landed
 
 
-def patch(user_id: int, service_name: str, change: ServicePatch) -> PatchResult | None:
+def value_keys() -> bool:
+    """Whether values are signed (``RBAC_ABAC_VALUE_KEYS``): then they cannot be patched."""
+    return bool(current_app.config["RBAC_ABAC_VALUE_KEYS"])
+
+
+def patch(
+    user_id: int, service_name: str, change: ServicePatch, fetched_at: float | None = None
+) -> PatchResult | None:
     """Patch the fields ``change`` names into the cached value, in place; ``None``: Redis failed.
 
     Anything but :attr:`PatchResult.PATCHED` wrote nothing: the caller rewrites the value in full
@@ -290,7 +297,7 @@ def patch(user_id: int, service_name: str, change: ServicePatch) -> PatchResult 
             user_id,
             version=change.version,
             ttl=current_app.config["RBAC_ABAC_CACHE_TTL"],
-            fetched_at=time.time(),
+            fetched_at=time.time() if fetched_at is None else fetched_at,
             roles=change.roles,
             permissions=change.permissions,
             attributes=change.attributes,

@@ -36,7 +36,6 @@ from .models import (
     UserServiceVersion,
 )
 
-
 #: The parts of a value a change or a refresh can name (``"fields"`` of the refresh endpoint).
 FIELDS = ("attributes", "roles")
 

@@ -111,7 +111,7 @@ def _push(user_id: int, service_name: str | None, patch: dict[str, Any] | None =
     evicted = False
     names: list[str] = []
     rebuild: list[str] | None = None
-    if patch is not None and not current_app.config["RBAC_ABAC_VALUE_KEYS"]:
+    if patch is not None and not cache.value_keys():
         rebuild = []
         for name, data in sorted(patch.items()):
             names.append(name)

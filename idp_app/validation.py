@@ -187,3 +187,15 @@ def date_time(value: object, what: str) -> float:
         return datetime.fromisoformat(text).timestamp()
     except (ValueError, OverflowError):
         raise ApiError(400, problem) from None
+
+
+def fields(value: object, known: tuple[str, ...]) -> frozenset[str]:
+    """A refresh's ``"fields"``: a non-empty list of the names in ``known``, duplicates allowed."""
+    if not isinstance(value, list) or not value:
+        raise ApiError(400, f"fields must be a non-empty list of: {', '.join(known)}")
+    unknown = sorted({repr(v) for v in value if not isinstance(v, str) or v not in known})
+    if unknown:
+        raise ApiError(
+            400, f"fields: unknown field(s) {', '.join(unknown)}; known: {', '.join(known)}"
+        )
+    return frozenset(value)

@@ -23,6 +23,23 @@ from .keys import attributes_key, invalidation_channel
 from .model import SCHEMA_VERSION, Invalidation, UserAttributes
 
 
+def _sha(script: str) -> str:
+    """The SHA-1 under which Redis caches ``script`` (what ``EVALSHA`` sends instead of it)."""
+    return hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 - Redis's script id
+
+
+def _run(client: Any, script: str, key: str, *args: Any) -> Any:
+    """Run ``script`` on ``key`` by its SHA-1, loading it only when Redis answers ``NOSCRIPT``.
+
+    Sends the script's id, not its text, with every call: its text is several times the size of
+    what it writes. Through ``execute_command``, so a cluster client routes it by its key.
+    """
+    try:
+        return client.execute_command("EVALSHA", _sha(script), 1, key, *args)
+    except NoScriptError:
+        return client.eval(script, 1, key, *args)
+
+
 class StoreResult(enum.Enum):
     """What :func:`write_attributes` did to the key."""
 
@@ -95,9 +112,9 @@ def write_attributes(
     :param keys: value-signing keys; the value is signed with the first (:func:`encode_value`).
     """
     key = attributes_key(prefix, attrs.service_name, attrs.user_id)
-    raw = client.eval(
+    raw = _run(
+        client,
         _STORE_IF_NEWER,
-        1,
         key,
         encode_value(attrs, keys),
         int(ttl),
@@ -161,7 +178,7 @@ def delete_attributes(client: Any, prefix: str, service_name: str, user_id: int 
 
 #: The SHA-1 under which Redis caches :data:`_STORE_IF_NEWER` (``EVALSHA`` sends this, not the
 #: script's text, with every value of a batch).
-_STORE_IF_NEWER_SHA = hashlib.sha1(_STORE_IF_NEWER.encode()).hexdigest()  # noqa: S324 - Redis's id
+_STORE_IF_NEWER_SHA = _sha(_STORE_IF_NEWER)
 
 
 def write_attributes_batch(
@@ -384,9 +401,9 @@ def patch_attributes(
     pairs: list[str] = []
     for name, value in sorted((set_attributes or {}).items()):
         pairs += [name, _json(value)]
-    raw = client.eval(
+    raw = _run(
+        client,
         _PATCH,
-        1,
         attributes_key(prefix, service_name, user_id),
         int(version) - 1,
         int(version),

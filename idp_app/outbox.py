@@ -5,7 +5,11 @@ A change writes its outbox rows in the same transaction as the change itself (se
 paused or down, not when the process dies between the commit and the Redis write.
 
 Delivering a row rebuilds the user's current value from the database (the source of truth), so a
-repeated or late delivery writes the latest state, never an old one. It claims the row (``SELECT
+repeated or late delivery writes the latest state, never an old one. A row whose change touched
+only some fields (one service's roles, some attributes) carries them in its ``patch``, and its
+delivery patches the cached values in place instead (no database read): a patch applies only to
+an entry holding exactly the version before the change, so it never mixes two states; an entry
+it cannot apply to is rebuilt from the database as above, and each later change has its own row. It claims the row (``SELECT
 ... FOR UPDATE`` on PostgreSQL, ``SKIP LOCKED`` in the background so replicas share the rows; on
 SQLite deleting the row takes the database's write lock), locks the user, writes Redis through the
 compare-and-set store with the database's version as the authority (or deletes the entry of an

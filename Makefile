@@ -74,6 +74,7 @@ bench: $(VENV)/.installed services
 	$(PY) bench/run.py
 	$(PY) bench/warm.py
 	$(PY) bench/simulate.py
+	$(PY) bench/partial.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage .demo build dist docs/_build

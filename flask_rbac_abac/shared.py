@@ -13,7 +13,8 @@ breaking change for the identity provider, and is noted in ``CHANGES.rst``.
 - the value encoding: :func:`encode_value` / :func:`decode_value`, signed with the value keys
   when there are some (:mod:`flask_rbac_abac.codec`);
 - the writes: the compare-and-set store (:func:`write_attributes`, its batch form and their
-  :class:`StoreResult`), the guarded replacement, the delete and the announcement
+  :class:`StoreResult`), the in-place partial update (:func:`patch_attributes`), the guarded
+  replacement, the delete and the announcement
   (:mod:`flask_rbac_abac.store`), so a valid newer version is never overwritten whoever writes;
 - Redis connections: :func:`connect` (small timeouts, bounded retry) and :func:`check_scheme`
   (:mod:`flask_rbac_abac.connection`);
@@ -53,8 +54,10 @@ from .keys import (
 from .metrics import AVAILABLE, CONTENT_TYPE, exposition, multiprocess_dir, require_prometheus
 from .model import Invalidation, UserAttributes, validate_service_name, validate_user_id
 from .store import (
+    PatchResult,
     StoreResult,
     delete_attributes,
+    patch_attributes,
     publish_invalidation,
     replace_if_unchanged,
     store_attributes,
@@ -73,6 +76,7 @@ __all__ = [
     "DecodeError",
     "InvalidKeyPart",
     "Invalidation",
+    "PatchResult",
     "StoreResult",
     "UserAttributes",
     "ValueKeys",
@@ -89,6 +93,7 @@ __all__ = [
     "jwt_secret",
     "multiprocess_dir",
     "non_negative_int",
+    "patch_attributes",
     "positive_float",
     "positive_int",
     "publish_invalidation",

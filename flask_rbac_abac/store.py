@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from redis.exceptions import NoScriptError
@@ -20,6 +21,23 @@ from redis.exceptions import NoScriptError
 from .codec import ValueKeys, encode_value
 from .keys import attributes_key, invalidation_channel
 from .model import SCHEMA_VERSION, Invalidation, UserAttributes
+
+
+def _sha(script: str) -> str:
+    """The SHA-1 under which Redis caches ``script`` (what ``EVALSHA`` sends instead of it)."""
+    return hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 - Redis's script id
+
+
+def _run(client: Any, script: str, key: str, *args: Any) -> Any:
+    """Run ``script`` on ``key`` by its SHA-1, loading it only when Redis answers ``NOSCRIPT``.
+
+    Sends the script's id, not its text, with every call: its text is several times the size of
+    what it writes. Through ``execute_command``, so a cluster client routes it by its key.
+    """
+    try:
+        return client.execute_command("EVALSHA", _sha(script), 1, key, *args)
+    except NoScriptError:
+        return client.eval(script, 1, key, *args)
 
 
 class StoreResult(enum.Enum):
@@ -94,9 +112,9 @@ def write_attributes(
     :param keys: value-signing keys; the value is signed with the first (:func:`encode_value`).
     """
     key = attributes_key(prefix, attrs.service_name, attrs.user_id)
-    raw = client.eval(
+    raw = _run(
+        client,
         _STORE_IF_NEWER,
-        1,
         key,
         encode_value(attrs, keys),
         int(ttl),
@@ -160,7 +178,7 @@ def delete_attributes(client: Any, prefix: str, service_name: str, user_id: int 
 
 #: The SHA-1 under which Redis caches :data:`_STORE_IF_NEWER` (``EVALSHA`` sends this, not the
 #: script's text, with every value of a batch).
-_STORE_IF_NEWER_SHA = hashlib.sha1(_STORE_IF_NEWER.encode()).hexdigest()  # noqa: S324 - Redis's id
+_STORE_IF_NEWER_SHA = _sha(_STORE_IF_NEWER)
 
 
 def write_attributes_batch(
@@ -215,3 +233,188 @@ def write_attributes_batch(
         if isinstance(answer, Exception):
             raise answer
     return [StoreResult(int(answer)) for answer in results]
+
+
+class PatchResult(enum.Enum):
+    """What :func:`patch_attributes` did. Anything but :attr:`PATCHED` wrote nothing, and the
+    caller rewrites the entry in full (:func:`write_attributes`) from its source of truth."""
+
+    #: The entry held exactly the previous version and now holds the patched value.
+    PATCHED = 1
+    #: No entry: nothing to patch (a full write decides whether one belongs there).
+    MISSING = 0
+    #: The entry holds another version than the expected previous one (a change is missing in
+    #: between, or it is already newer): patching it would mix two states.
+    OTHER_VERSION = -1
+    #: The entry is corrupt (undecodable, another schema, a bad version, no TTL, or signed).
+    CORRUPT = -2
+    #: The entry holds a value Lua cannot write back exactly (an empty list or object inside
+    #: an attribute, which cjson cannot tell apart, or an integer past 2**53).
+    UNENCODABLE = -3
+
+    @property
+    def patched(self) -> bool:
+        return self is PatchResult.PATCHED
+
+
+# Patch one entry in place: replace roles and permissions, and/or set and remove attributes,
+# bump the version and fetched_at, and write it back with a fresh TTL, all in one atomic script.
+# It refuses (writing nothing) unless the entry is a valid, unsigned entry of this schema holding
+# exactly the expected previous version (ARGV[1]), so a patch only ever applies to the state it
+# was computed against. The value is written back in the canonical form of the model's to_json()
+# (sorted keys, no spaces) by the encoder below, not by cjson.encode, whose numbers have 14
+# significant digits; new values arrive already encoded as JSON text and are spliced in as they
+# are. cjson decodes [] and {} alike (Redis 7.0 has no decode_array_with_array_mt), so an entry
+# with an empty list or object inside an attribute is refused (-3) and rewritten in full.
+#   ARGV[1] previous version, ARGV[2] new version, ARGV[3] schema, ARGV[4] TTL in seconds,
+#   ARGV[5] fetched_at (JSON number), ARGV[6] roles (JSON array, '' unchanged),
+#   ARGV[7] permissions (JSON array, '' unchanged), ARGV[8] every attribute (JSON object, ''
+#   unchanged), ARGV[9] n removed attribute names, then the n names, then (name, JSON value)
+#   pairs to set.
+_PATCH = """
+local cur = redis.call('GET', KEYS[1])
+if not cur then return 0 end
+local ok, obj = pcall(cjson.decode, cur)
+if not ok or type(obj) ~= 'table' or obj['schema'] ~= tonumber(ARGV[3]) or
+   type(obj['roles']) ~= 'table' or type(obj['permissions']) ~= 'table' or
+   type(obj['attributes']) ~= 'table' or type(obj['version']) ~= 'number' or
+   obj['sig'] ~= nil then
+  return -2
+end
+local v = obj['version']
+if v ~= v or v < 0 or v > 9007199254740991 or v ~= math.floor(v) then return -2 end
+if redis.call('PTTL', KEYS[1]) < 0 then return -2 end
+if v ~= tonumber(ARGV[1]) then return -1 end
+
+local enc
+local function number(x)
+  if x ~= x or x == math.huge or x == -math.huge then error('unsafe') end
+  if x == math.floor(x) then
+    if math.abs(x) > 9007199254740991 then error('unsafe') end
+    return string.format('%d', x)
+  end
+  return string.format('%.17g', x)
+end
+local function object(t, raw)
+  local names = {}
+  for k in pairs(t) do
+    if type(k) ~= 'string' then error('unsafe') end
+    names[#names + 1] = k
+  end
+  for k in pairs(raw) do
+    if t[k] == nil then names[#names + 1] = k end
+  end
+  table.sort(names)
+  local out = {}
+  for i, k in ipairs(names) do
+    out[i] = cjson.encode(k) .. ':' .. (raw[k] or enc(t[k]))
+  end
+  return '{' .. table.concat(out, ',') .. '}'
+end
+enc = function(x)
+  local kind = type(x)
+  if kind == 'string' then return cjson.encode(x) end
+  if kind == 'number' then return number(x) end
+  if kind == 'boolean' then return tostring(x) end
+  if x == cjson.null then return 'null' end
+  if kind ~= 'table' or next(x) == nil then error('unsafe') end
+  if type(next(x)) == 'number' then
+    local out = {}
+    for i = 1, #x do out[i] = enc(x[i]) end
+    local n = 0
+    for _ in pairs(x) do n = n + 1 end
+    if n ~= #x then error('unsafe') end
+    return '[' .. table.concat(out, ',') .. ']'
+  end
+  return object(x, {})
+end
+local function list(t)
+  if next(t) == nil then return '[]' end
+  return enc(t)
+end
+
+local attributes = obj['attributes']
+if ARGV[8] ~= '' then attributes = {} end
+local removed = tonumber(ARGV[9])
+for i = 10, 9 + removed do attributes[ARGV[i]] = nil end
+local raw = {}
+for i = 10 + removed, #ARGV, 2 do
+  attributes[ARGV[i]] = nil
+  raw[ARGV[i]] = ARGV[i + 1]
+end
+local built, value = pcall(function()
+  local top = {
+    attributes = ARGV[8] ~= '' and ARGV[8] or object(attributes, raw),
+    fetched_at = ARGV[5],
+    permissions = ARGV[7] ~= '' and ARGV[7] or list(obj['permissions']),
+    roles = ARGV[6] ~= '' and ARGV[6] or list(obj['roles']),
+    schema = ARGV[3],
+    service_name = enc(obj['service_name']),
+    user_id = enc(obj['user_id']),
+    version = ARGV[2],
+  }
+  for k, x in pairs(obj) do
+    if top[k] == nil then top[k] = enc(x) end
+  end
+  return object({}, top)
+end)
+if not built then return -3 end
+redis.call('SET', KEYS[1], value, 'EX', ARGV[4])
+return 1
+"""
+
+
+def _json(value: Any) -> str:
+    """A JSON value in the model's canonical form (sorted keys, no spaces, no NaN)."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False)
+
+
+def patch_attributes(
+    client: Any,
+    prefix: str,
+    service_name: str,
+    user_id: int | str,
+    *,
+    version: int,
+    ttl: int,
+    fetched_at: float,
+    roles: Sequence[str] | None = None,
+    permissions: Sequence[str] | None = None,
+    attributes: Mapping[str, Any] | None = None,
+    set_attributes: Mapping[str, Any] | None = None,
+    remove_attributes: Sequence[str] = (),
+) -> PatchResult:
+    """Change part of one entry in place, atomically, if it holds exactly ``version - 1``.
+
+    For a change known to touch only some fields (one attribute, one service's roles): the
+    writer sends the changed parts instead of a rebuilt value, and needs no read of the rest
+    from its database. Roles and permissions, when given, replace the stored ones (``None``
+    keeps them); ``attributes``, when given, replace every stored attribute; otherwise
+    ``set_attributes`` are set and ``remove_attributes`` removed; ``version`` and
+    ``fetched_at`` are set and the TTL starts again. The result decodes as
+    :meth:`UserAttributes.from_json` the same as a full rebuild of the new state would.
+
+    Unsigned values only: Lua cannot compute the HMAC of a signed value, so with value-signing
+    keys a writer must use :func:`write_attributes`. A refusal (any :class:`PatchResult` but
+    ``PATCHED``) writes nothing; the caller then writes the entry in full.
+    """
+    pairs: list[str] = []
+    for name, value in sorted((set_attributes or {}).items()):
+        pairs += [name, _json(value)]
+    raw = _run(
+        client,
+        _PATCH,
+        attributes_key(prefix, service_name, user_id),
+        int(version) - 1,
+        int(version),
+        SCHEMA_VERSION,
+        int(ttl),
+        _json(float(fetched_at)),
+        "" if roles is None else _json(sorted(set(roles))),
+        "" if permissions is None else _json(sorted(set(permissions))),
+        "" if attributes is None else _json(dict(attributes)),
+        len(remove_attributes),
+        *remove_attributes,
+        *pairs,
+    )
+    return PatchResult(int(raw))

@@ -19,8 +19,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from flask import Flask, current_app, g, has_request_context
@@ -29,6 +30,7 @@ from redis.exceptions import RedisClusterException
 from flask_rbac_abac.shared import (
     DecodeError,
     Invalidation,
+    PatchResult,
     StoreResult,
     UserAttributes,
     attributes_key,
@@ -36,6 +38,7 @@ from flask_rbac_abac.shared import (
     connect,
     decode_value,
     delete_attributes,
+    patch_attributes,
     publish_invalidation,
     replace_if_unchanged,
     write_attributes,
@@ -43,6 +46,9 @@ from flask_rbac_abac.shared import (
 )
 
 from . import metrics
+
+if TYPE_CHECKING:
+    from .operations import ServicePatch
 
 logger = logging.getLogger("idp_app.cache")
 
@@ -277,3 +283,36 @@ def entry_ttl(service_name: str, user_id: int) -> int | None:
     """
     ttl = _redis().ttl(attributes_key(_prefix(), service_name, user_id))
     return None if ttl is None or ttl < 0 else int(ttl)
+
+
+def value_keys() -> bool:
+    """Whether values are signed (``RBAC_ABAC_VALUE_KEYS``): then they cannot be patched."""
+    return bool(current_app.config["RBAC_ABAC_VALUE_KEYS"])
+
+
+def patch(
+    user_id: int, service_name: str, change: ServicePatch, fetched_at: float | None = None
+) -> PatchResult | None:
+    """Patch the fields ``change`` names into the cached value, in place; ``None``: Redis failed.
+
+    Anything but :attr:`PatchResult.PATCHED` wrote nothing: the caller rewrites the value in full
+    (:func:`write`). Never with value-signing keys: a patched value could not be re-signed.
+    """
+    try:
+        return patch_attributes(
+            _redis(),
+            _prefix(),
+            service_name,
+            user_id,
+            version=change.version,
+            ttl=current_app.config["RBAC_ABAC_CACHE_TTL"],
+            fetched_at=time.time() if fetched_at is None else fetched_at,
+            roles=change.roles,
+            permissions=change.permissions,
+            attributes=change.attributes,
+            set_attributes=change.set,
+            remove_attributes=change.remove,
+        )
+    except REDIS_ERRORS as exc:
+        _failed("patch", exc)
+        return None

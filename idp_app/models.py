@@ -114,6 +114,10 @@ class OutboxEntry(db.Model):  # type: ignore[name-defined,misc]
     version: Mapped[int | None] = mapped_column(BigInteger)
     #: Unix time of the change, so health can report the age of the oldest undelivered one.
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    #: The fields the change touched, per service, when it touched only some (see
+    #: :class:`idp_app.operations.ServicePatch`): delivery patches them in place instead of
+    #: rebuilding the value. ``None``: rebuild every field from the database.
+    patch: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
 
 
 class SigningKey(db.Model):  # type: ignore[name-defined,misc]

@@ -43,6 +43,54 @@ from .models import (
     UserServiceVersion,
 )
 
+#: The parts of a value a change or a refresh can name (``"fields"`` of the refresh endpoint).
+FIELDS = ("attributes", "roles")
+
+
+@dataclass(frozen=True)
+class ServicePatch:
+    """The fields one change touched in one service's value: what its delivery patches in place.
+
+    :param version: the version the change gave the value; the patch applies only to the entry
+        holding ``version - 1`` (:func:`flask_rbac_abac.shared.patch_attributes`).
+    :param roles: the new roles (and ``permissions``), or ``None`` when they did not change.
+    :param attributes: every visible attribute, replacing the stored ones, or ``None``.
+    :param set: visible attributes the change set, and ``remove`` those it removed.
+    """
+
+    version: int
+    roles: list[str] | None = None
+    permissions: list[str] | None = None
+    attributes: dict[str, Any] | None = None
+    set: dict[str, Any] = field(default_factory=dict)
+    remove: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "roles": self.roles,
+            "permissions": self.permissions,
+            "attributes": self.attributes,
+            "set": self.set,
+            "remove": self.remove,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ServicePatch:
+        return cls(
+            version=int(data["version"]),
+            roles=data.get("roles"),
+            permissions=data.get("permissions"),
+            attributes=data.get("attributes"),
+            set=dict(data.get("set") or {}),
+            remove=list(data.get("remove") or []),
+        )
+
+
+#: An outbox row's patch: per service, the fields that changed, or ``None`` where the user's value
+#: must be deleted (no role left there).
+Patch = dict[str, ServicePatch | None]
+
 
 @dataclass
 class Sync:
@@ -50,9 +98,26 @@ class Sync:
 
     entry_ids: list[int] = field(default_factory=list)
 
-    def add(self, user_id: int, service_name: str | None, version: int | None) -> None:
-        """Record that ``user_id`` changed in ``service_name`` (``None``: in every service)."""
-        entry = OutboxEntry(user_id=user_id, service_name=service_name, version=version)
+    def add(
+        self,
+        user_id: int,
+        service_name: str | None,
+        version: int | None,
+        patch: Patch | None = None,
+    ) -> None:
+        """Record that ``user_id`` changed in ``service_name`` (``None``: in every service).
+
+        :param patch: the fields that changed, when the change touched only some: delivery then
+            patches the cached values in place instead of rebuilding them from the database.
+        """
+        entry = OutboxEntry(
+            user_id=user_id,
+            service_name=service_name,
+            version=version,
+            patch=None
+            if patch is None
+            else {name: None if p is None else p.to_json() for name, p in patch.items()},
+        )
         db.session.add(entry)
         db.session.flush()
         self.entry_ids.append(entry.id)
@@ -94,6 +159,19 @@ def roles_of(user_id: int, service: Service) -> list[str]:
         )
     ).scalars()
     return sorted(r for r in rows if r in service.manifest)
+
+
+def held_roles(user_id: int) -> dict[int, list[str]]:
+    """The user's roles in every service, by service id, in one query (manifest not applied)."""
+    held: dict[int, list[str]] = {}
+    rows = db.session.execute(
+        select(RoleAssignment.service_id, RoleAssignment.role).where(
+            RoleAssignment.user_id == user_id
+        )
+    )
+    for service_id, role in rows:
+        held.setdefault(service_id, []).append(role)
+    return held
 
 
 def version_of(user_id: int, service: Service) -> int:
@@ -351,8 +429,13 @@ def set_roles(user_id: int, service_name: str, roles: Iterable[str]) -> tuple[Us
     db.session.flush()
     version = bump_version(user.id, service)
     attrs = build_attributes(user, service, version)
+    change = (
+        ServicePatch(version, roles=list(attrs.roles), permissions=list(attrs.permissions))
+        if attrs.roles
+        else None
+    )
     sync = Sync()
-    sync.add(user.id, service.name, version)
+    sync.add(user.id, service.name, version, {service.name: change})
     return attrs, sync
 
 
@@ -362,7 +445,9 @@ def update_attributes(
     """Merge ``changes`` into the user's attributes (``null`` removes a key).
 
     The attributes are part of the user's value in every service, so every service's version is
-    bumped and every value rewritten; services where the user holds no role get a deletion.
+    bumped; the outbox row carries, per service where the user holds a role, the change to the
+    attributes that service sees, so delivery patches the cached values in place
+    (:class:`ServicePatch`); services where the user holds no role get a deletion.
     """
     from .validation import check_attributes_size
 
@@ -383,9 +468,22 @@ def update_attributes(
     )
     user.attributes = merged
     db.session.flush()
-    versions = {service.name: bump_version(user.id, service) for service in all_services()}
+    services = all_services()
+    versions = {service.name: bump_version(user.id, service) for service in services}
+    held = held_roles(user.id)
+    patch: Patch = {}
+    for service in services:
+        if not any(role in service.manifest for role in held.get(service.id, ())):
+            patch[service.name] = None
+            continue
+        visible = set(changes) if service.attributes is None else set(service.attributes)
+        patch[service.name] = ServicePatch(
+            versions[service.name],
+            set={k: v for k, v in changes.items() if k in visible and v is not None},
+            remove=sorted(k for k, v in changes.items() if k in visible and v is None),
+        )
     sync = Sync()
-    sync.add(user.id, None, None)
+    sync.add(user.id, None, None, patch)
     return user, versions, sync
 
 

@@ -5,9 +5,14 @@ A change writes its outbox rows in the same transaction as the change itself (se
 paused or down, not when the process dies between the commit and the Redis write.
 
 Delivering a row rebuilds the user's current value from the database (the source of truth), so a
-repeated or late delivery writes the latest state, never an old one. It claims the row (``SELECT
-... FOR UPDATE`` on PostgreSQL, ``SKIP LOCKED`` in the background so replicas share the rows; on
-SQLite deleting the row takes the database's write lock), locks the user, writes Redis through the
+repeated or late delivery writes the latest state, never an old one. A row whose change touched
+only some fields (one service's roles, some attributes) carries them in its ``patch``, and its
+delivery patches the cached values in place instead (no database read): a patch applies only to
+an entry holding exactly the version before the change, so it never mixes two states; an entry
+it cannot apply to is rebuilt from the database as above, and each later change has its own row.
+
+Delivery claims the row (``SELECT ... FOR UPDATE`` on PostgreSQL, ``SKIP LOCKED`` in the
+background so replicas share the rows; on SQLite deleting the row takes the database's write lock), locks the user, writes Redis through the
 compare-and-set store with the database's version as the authority (or deletes the entry of an
 inactive user), publishes the invalidation, and commits the row's deletion only when Redis took
 every step. Otherwise the transaction rolls back and the row stays for the next attempt.
@@ -29,6 +34,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from flask import Flask, current_app
 from redis.backoff import ExponentialBackoff
@@ -80,14 +86,14 @@ def deliver_one(entry_id: int, *, wait: bool) -> Outcome:
             # Waiting, a missing row was deleted by a deliverer that committed; not waiting, it
             # may also be held by one right now.
             return Outcome.DELIVERED if wait else Outcome.SKIPPED
-        user_id, service_name = entry.user_id, entry.service_name
+        user_id, service_name, patch = entry.user_id, entry.service_name, entry.patch
         # On SQLite this DELETE takes the write lock: no change commits until this transaction
         # ends, so the state read below stays the newest while it is written to Redis.
         gone = session.execute(delete(OutboxEntry).where(OutboxEntry.id == entry_id))
         if getattr(gone, "rowcount", 1) == 0:
             session.rollback()
             return Outcome.DELIVERED
-        if _push(user_id, service_name):
+        if _push(user_id, service_name, patch):
             session.commit()
             return Outcome.DELIVERED
         session.rollback()
@@ -98,23 +104,50 @@ def deliver_one(entry_id: int, *, wait: bool) -> Outcome:
         return Outcome.FAILED
 
 
-def _push(user_id: int, service_name: str | None) -> bool:
-    """Write the user's current state to Redis and announce it; ``True`` when Redis took all."""
-    user = operations.lock_user(user_id)
-    services: Iterable[Service]
-    if service_name is None:
-        services = operations.all_services()
-    else:
-        found = db.session.execute(
-            select(Service).where(Service.name == service_name)
-        ).scalar_one_or_none()
-        services = [] if found is None else [found]
+def _push(user_id: int, service_name: str | None, patch: dict[str, Any] | None = None) -> bool:
+    """Write the user's state to Redis and announce it; ``True`` when Redis took all.
+
+    A row with a ``patch`` names the fields its change touched per service: each cached value is
+    patched in place (no database read); a value the patch cannot apply to (absent, at another
+    version, corrupt) is rebuilt from the database like a row without a patch. With
+    value-signing keys every value is rebuilt: Lua cannot re-sign a patched value.
+    """
     version = None
     evicted = False
-    ok = True
-    names = []
+    names: list[str] = []
+    rebuild: list[str] | None = None
+    if patch is not None and not cache.value_keys():
+        rebuild = []
+        for name, data in sorted(patch.items()):
+            names.append(name)
+            if data is None:  # no role left there: the service must not know the user
+                evicted = True
+                if not cache.evict(user_id, [name]):
+                    return False
+                continue
+            change = operations.ServicePatch.from_json(data)
+            result = cache.patch(user_id, name, change)
+            if result is None:
+                return False
+            if result.patched:
+                version = change.version
+            else:
+                rebuild.append(name)
+    if rebuild == []:  # every value patched (or evicted): no database read at all
+        services: Iterable[Service] = []
+        user = None
+    else:
+        # Locked before the services are read, so a concurrent manifest change (which locks
+        # every user it affects) is either wholly seen or not at all.
+        user = operations.lock_user(user_id)
+        if rebuild is None and service_name is None:
+            services = operations.all_services()
+        else:
+            wanted = rebuild if rebuild is not None else [str(service_name)]
+            services = db.session.execute(select(Service).where(Service.name.in_(wanted))).scalars()
     for service in services:
-        names.append(service.name)
+        if service.name not in names:
+            names.append(service.name)
         # Inactive, gone, or without a role there: the service must not know the user.
         attrs = operations.value_for_service(user, service)
         if attrs is None:

@@ -35,8 +35,19 @@ class Refreshed:
     coalesced: bool = False
 
 
-def refresh_user(user_id: int, service_name: str) -> Refreshed:
+def refresh_user(
+    user_id: int, service_name: str, fields: frozenset[str] | None = None
+) -> Refreshed:
     """Load ``user_id``'s value in ``service_name`` into Redis and return it; commits.
+
+    :param fields: the parts of the value (:data:`.operations.FIELDS`) that changed since the
+        previous version, when the caller knows only some did (one service's roles, the
+        attributes). Only those are written into the cached value, in place, and only if it
+        holds exactly the previous version; otherwise (or with value-signing keys, since a
+        patched value could not be re-signed in Redis) the whole value is written. The database
+        is read as for a full refresh: the roles decide whether the service may know the user at
+        all. The answer is always the whole value. The change's own outbox delivery follows
+        whatever a caller claims, so a wrong claim lasts until then at most.
 
     :raises ServiceNotRegistered: no such service.
     :raises UserNotFound: the user is unknown to the service (no such user, deactivated, or
@@ -64,7 +75,7 @@ def refresh_user(user_id: int, service_name: str) -> Refreshed:
 
     activity.seen(user)  # committed below with the rest of this transaction
     # Written while the user's row is locked: a concurrent change commits after this lands.
-    written = cache.write(attrs)
+    written = _write(attrs, fields)
     cached = written is not None
     if written:
         cache.publish(Invalidation(user_id, service_name, attrs.version))
@@ -76,3 +87,20 @@ def refresh_user(user_id: int, service_name: str) -> Refreshed:
         logger.warning("answered %s/%s from the database only", service_name, user_id)
     db.session.commit()
     return Refreshed(attrs, cached=cached)
+
+
+def _write(attrs: UserAttributes, fields: frozenset[str] | None) -> bool | None:
+    """:func:`.cache.write`, or only ``fields`` patched in place when that applies."""
+    if fields and fields != frozenset(operations.FIELDS) and not cache.value_keys():
+        change = operations.ServicePatch(
+            attrs.version,
+            roles=list(attrs.roles) if "roles" in fields else None,
+            permissions=list(attrs.permissions) if "roles" in fields else None,
+            attributes=attrs.to_dict()["attributes"] if "attributes" in fields else None,
+        )
+        result = cache.patch(int(attrs.user_id), attrs.service_name, change, attrs.fetched_at)
+        if result is None:
+            return None
+        if result.patched:
+            return True
+    return cache.write(attrs)

@@ -249,3 +249,15 @@ def query_user_id(value: str | None) -> int | None:
     if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_USER_ID:
         raise ApiError(400, "user_id must be an integer between 1 and 2**63-1")
     return int(value)
+
+
+def fields(value: object, known: tuple[str, ...]) -> frozenset[str]:
+    """A refresh's ``"fields"``: a non-empty list of the names in ``known``, duplicates allowed."""
+    if not isinstance(value, list) or not value:
+        raise ApiError(400, f"fields must be a non-empty list of: {', '.join(known)}")
+    unknown = sorted({repr(v) for v in value if not isinstance(v, str) or v not in known})
+    if unknown:
+        raise ApiError(
+            400, f"fields: unknown field(s) {', '.join(unknown)}; known: {', '.join(known)}"
+        )
+    return frozenset(value)

@@ -58,10 +58,10 @@ REVISION_0003 = {
 }
 #: What revision 0003c adds (the admin console's sign-in accounts).
 REVISION_0003C = {("remove_table", "console_admins")}
-#: What the revisions after 0001 add, together.
+#: What the revisions after 0001 add, together (0003p's column is on 0002's sync_outbox table).
 AFTER_0001 = REVISION_0002 | REVISION_0003 | REVISION_0003C
 #: The latest revision.
-HEAD = "0003c"
+HEAD = "0003p"
 ADOPTED = "Adopted a database made before migrations: stamped at 0001."
 
 
@@ -305,10 +305,12 @@ def test_the_flask_db_commands_in_a_process_outside_the_checkout(tmp_path, key_p
     assert "Running upgrade 0001 -> 0002" in upgrade.stderr
     assert "Running upgrade 0002 -> 0003" in upgrade.stderr
     assert "Running upgrade 0003 -> 0003c" in upgrade.stderr
+    assert "Running upgrade 0003c -> 0003p" in upgrade.stderr
     assert flask("db", "current").stdout == f"{HEAD} (head)\n"
     history = flask("db", "history").stdout.splitlines()
     assert [line.split(",")[0] for line in history] == [
-        "0003 -> 0003c (head)",
+        "0003c -> 0003p (head)",
+        "0003 -> 0003c",
         "0002 -> 0003",
         "0001 -> 0002",
         "<base> -> 0001",
@@ -375,6 +377,6 @@ def test_the_migrations_ship_inside_the_package_at_importable_paths():
         p.relative_to(MIGRATIONS_DIRECTORY.parent.parent)
         for p in MIGRATIONS_DIRECTORY.rglob("*.py")
     )
-    assert len(modules) == 5  # env.py and one module per revision
+    assert len(modules) == 6  # env.py and one module per revision
     for path in modules:
         assert all(part.isidentifier() for part in path.with_suffix("").parts), path

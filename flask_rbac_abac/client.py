@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 import requests
 from redis.exceptions import RedisClusterException, RedisError
 
-from . import signals
+from . import invalidation, signals
 from .codec import ValueKeys, decode_value
 from .config import Settings
 from .connection import close as close_redis
@@ -166,6 +167,10 @@ class RedisAttributeClient:
             self._lease_ttl + sum(settings.idp_timeout) + 1.0,
             on_wait=lambda: self.metrics.incr("refresh_waits"),
         )
+        self._owner: weakref.ref[Any] | None = None
+        #: The process generation (:func:`.invalidation.process_generation`) in which
+        #: :meth:`listen` last ran: the lookup path starts the subscriber once per process.
+        self._listening_in = -1
         self.subscriber: Subscriber | None = None
         if settings.invalidation:
             self.subscriber = Subscriber(
@@ -174,6 +179,24 @@ class RedisAttributeClient:
                 on_message=self._on_invalidation,
                 on_connect=self.local.clear,
             )
+
+    @property
+    def owner(self) -> Any:
+        """The Flask app this client serves (``init_app`` sets it), or ``None`` when standalone.
+
+        Held weakly, so the app can still be garbage collected. Signals are sent with the owner
+        as sender, or with this client when it has none (see :mod:`.signals`).
+        """
+        return None if self._owner is None else self._owner()
+
+    @owner.setter
+    def owner(self, app: Any) -> None:
+        self._owner = None if app is None else weakref.ref(app)
+
+    def _sender(self) -> Any:
+        """Who signals come from: the owning app, else this client (standalone)."""
+        app = None if self._owner is None else self._owner()
+        return self if app is None else app
 
     # -- keys -------------------------------------------------------------------------------
 
@@ -197,6 +220,8 @@ class RedisAttributeClient:
         the user is unknown or inactive. Raises :class:`AttributesUnavailable` when the
         attributes cannot be obtained, and :class:`InvalidKeyPart` for a malformed id or name.
         """
+        if self._listening_in != invalidation.generation:
+            self.listen()  # once per process: a standalone client sees invalidations too
         looked_up = None
         if service_name is None and type(user_id) in (int, str):
             # Only validated keys are ever stored, so a hit needs no validation (the hot path).
@@ -288,7 +313,7 @@ class RedisAttributeClient:
                 self.local.evict(key)
             return None
         self.local.put(key, attrs, ticket)
-        signals.attributes_refreshed.send(self, attributes=attrs, manual=manual)
+        signals.attributes_refreshed.send(self._sender(), attributes=attrs, manual=manual)
         return attrs
 
     def _take_lease(self, lease: Lease, key: Key) -> UserAttributes | None:
@@ -344,7 +369,7 @@ class RedisAttributeClient:
             return None
         self.metrics.incr("stale_served")
         log.warning("serving %s/%s %.0f s stale: the IdP is failing", key[0], key[1], age)
-        signals.stale_served.send(self, attributes=attrs, age=age)
+        signals.stale_served.send(self._sender(), attributes=attrs, age=age)
         return attrs
 
     # -- writes and explicit refreshes ------------------------------------------------------
@@ -391,7 +416,12 @@ class RedisAttributeClient:
         return self.redis
 
     def listen(self) -> None:
-        """Make sure this process's invalidation subscriber runs (cheap; call per request)."""
+        """Make sure this process's invalidation subscriber runs (cheap; call per request).
+
+        The first lookup in each process calls it, so a standalone client needs no call; the
+        extension also calls it before each request (restarting a subscriber that died).
+        """
+        self._listening_in = invalidation.generation
         if self.subscriber is not None:
             self.subscriber.ensure_started()
 
@@ -402,7 +432,7 @@ class RedisAttributeClient:
             self.local.evict((message.service_name, message.user_id), message.version)
         self.metrics.incr("invalidations")
         signals.cache_invalidated.send(
-            self,
+            self._sender(),  # the stored app: this runs in the subscriber thread, no app context
             user_id=message.user_id,
             service_name=message.service_name,
             version=message.version,

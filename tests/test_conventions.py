@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 from flask import Blueprint, Flask, jsonify
 from werkzeug.exceptions import Forbidden, ServiceUnavailable, Unauthorized
 
-from flask_rbac_abac import RBACABAC, requires_role
+from flask_rbac_abac import RBACABAC, RedisAttributeClient, UserAttributes, requires_role, signals
 from flask_rbac_abac.answers import AuthorizationUnavailable, NotAuthenticated, NotAuthorized
+from flask_rbac_abac.model import Invalidation
+from flask_rbac_abac.store import delete_attributes, publish_invalidation, store_attributes
 
-from .conftest import bearer, library_config
+from .conftest import IDP, SERVICE, bearer, library_config
 
 DOWN_IDP = "http://idp-down.invalid"
 
@@ -149,3 +153,123 @@ def test_blueprint_error_handlers_replace_the_answers_of_its_views(fake_idp, key
         assert response.json["success"] is False
     finally:
         rbac.close(app)
+
+
+# -- 2. every signal is sent with the app as sender ------------------------------------------
+
+
+class Received:
+    """A receiver that records what it got, and can be waited on (the subscriber's thread)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[object, dict[str, object]]] = []
+        self.event = threading.Event()
+
+    def __call__(self, sender: object, **kwargs: object) -> None:
+        self.calls.append((sender, kwargs))
+        self.event.set()
+
+
+def test_decision_made_and_attributes_refreshed_come_from_the_app(app) -> None:
+    decided, refreshed = Received(), Received()
+    with (
+        signals.decision_made.connected_to(decided, sender=app),
+        signals.attributes_refreshed.connected_to(refreshed, sender=app),
+    ):
+        assert app.test_client().get("/admin", headers=bearer(1)).status_code == 200
+    assert [sender for sender, _ in decided.calls] == [app]
+    assert decided.calls[0][1]["allowed"] is True
+    assert [sender for sender, _ in refreshed.calls] == [app]
+    assert refreshed.calls[0][1]["manual"] is False
+
+
+def test_stale_served_comes_from_the_app(fake_idp, key_prefix) -> None:
+    app, rbac = make_app(
+        fake_idp,
+        key_prefix,
+        IDENTITY_PROVIDER_URL=DOWN_IDP,
+        RBAC_ABAC_LOCAL_CACHE_TTL=1,
+        RBAC_ABAC_MAX_STALE=300,
+    )
+    attrs = UserAttributes(user_id=1, service_name=SERVICE, roles=("admin",))
+    store_attributes(fake_idp.client, attrs, 60, key_prefix)
+    stale = Received()
+    try:
+        client = app.test_client()
+        assert client.get("/admin", headers=bearer(1)).status_code == 200  # L2 hit, into L1
+        delete_attributes(fake_idp.client, key_prefix, SERVICE, 1)
+        time.sleep(1.2)  # past the L1 freshness; the IdP is down: the stale value is served
+        with signals.stale_served.connected_to(stale, sender=app):
+            assert client.get("/admin", headers=bearer(1)).status_code == 200
+        assert [sender for sender, _ in stale.calls] == [app]
+        assert stale.calls[0][1]["attributes"] == attrs
+    finally:
+        rbac.close(app)
+
+
+def test_cache_invalidated_comes_from_the_app_from_the_subscriber_thread(
+    fake_idp, key_prefix
+) -> None:
+    app, rbac = make_app(fake_idp, key_prefix, RBAC_ABAC_INVALIDATION=True)
+    invalidated = Received()
+    try:
+        with signals.cache_invalidated.connected_to(invalidated, sender=app):
+            client = rbac._state(app).client
+            client.listen()
+            assert client.subscriber is not None
+            assert client.subscriber.wait_until_subscribed(5.0)
+            publish_invalidation(fake_idp.client, Invalidation(7, SERVICE, 3), key_prefix)
+            assert invalidated.event.wait(5.0)
+        assert invalidated.calls == [(app, {"user_id": 7, "service_name": SERVICE, "version": 3})]
+    finally:
+        rbac.close(app)
+
+
+def test_a_standalone_client_sends_itself(fake_idp, key_prefix) -> None:
+    client = RedisAttributeClient(
+        service_name=SERVICE,
+        identity_provider_url=IDP,
+        key_prefix=key_prefix,
+        redis=fake_idp.client,
+        invalidation=False,
+    )
+    fake_idp.add(1, roles=["admin"], permissions=[])
+    refreshed = Received()
+    try:
+        assert client.owner is None
+        with signals.attributes_refreshed.connected_to(refreshed, sender=client):
+            assert client.get_user_attributes(1).roles == ("admin",)
+        assert [sender for sender, _ in refreshed.calls] == [client]
+    finally:
+        client.close()
+
+
+# -- 3. a standalone client hears revocations without listen() -------------------------------
+
+
+@pytest.mark.redis
+def test_a_standalone_client_sees_a_revocation_without_listen(real_redis, key_prefix) -> None:
+    admin = UserAttributes(user_id=9, service_name=SERVICE, roles=("admin",), version=1)
+    store_attributes(real_redis, admin, 60, key_prefix)
+    client = RedisAttributeClient(
+        service_name=SERVICE,
+        key_prefix=key_prefix,
+        redis=real_redis,
+        invalidation=True,
+        auto_refresh=False,
+        local_cache_ttl=300,  # without the subscriber, L1 would keep the admin for 5 minutes
+    )
+    try:
+        assert client.get_user_attributes(9).roles == ("admin",)  # L1 filled; no listen() call
+        assert client.subscriber is not None
+        assert client.subscriber.wait_until_subscribed(5.0)
+        assert client.get_user_attributes(9).roles == ("admin",)  # (re)filled after subscribing
+        revoked = UserAttributes(user_id=9, service_name=SERVICE, roles=(), version=2)
+        store_attributes(real_redis, revoked, 60, key_prefix)  # as the IdP does: write, announce
+        publish_invalidation(real_redis, Invalidation(9, SERVICE, 2), key_prefix)
+        deadline = time.monotonic() + 1.0
+        while client.get_user_attributes(9).roles and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert client.get_user_attributes(9).roles == ()
+    finally:
+        client.close()

@@ -44,7 +44,7 @@ from .errors import (
 from .identity import JWTVerifier, verifier_for
 from .metrics import CONTENT_TYPE, PrometheusMetrics
 from .model import UserAttributes, validate_user_id
-from .routes import Protection, ViewProtection, classify, view_name
+from .routes import Protection, ViewProtection, blueprint_rules, classify, view_name
 from .rules import ERROR, Context, Decision, Rule
 
 log = logging.getLogger(__name__)
@@ -216,7 +216,7 @@ class RBACABAC:
         cached = state.protections.get((endpoint, method))
         if cached is not None and cached[0] is view:
             return cached[1]
-        protection = classify(endpoint, view, method)
+        protection = classify(endpoint, view, method, blueprint_rules(app.blueprints, endpoint))
         state.protections[(endpoint, method)] = (view, protection)
         return protection
 

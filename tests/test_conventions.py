@@ -8,9 +8,19 @@ from collections.abc import Iterator
 
 import pytest
 from flask import Blueprint, Flask, jsonify
+from flask.views import MethodView
 from werkzeug.exceptions import Forbidden, ServiceUnavailable, Unauthorized
 
-from flask_rbac_abac import RBACABAC, RedisAttributeClient, UserAttributes, requires_role, signals
+from flask_rbac_abac import (
+    RBACABAC,
+    RedisAttributeClient,
+    UserAttributes,
+    permission,
+    protect_blueprint,
+    requires_role,
+    role,
+    signals,
+)
 from flask_rbac_abac.answers import AuthorizationUnavailable, NotAuthenticated, NotAuthorized
 from flask_rbac_abac.model import Invalidation
 from flask_rbac_abac.store import delete_attributes, publish_invalidation, store_attributes
@@ -273,3 +283,135 @@ def test_a_standalone_client_sees_a_revocation_without_listen(real_redis, key_pr
         assert client.get_user_attributes(9).roles == ()
     finally:
         client.close()
+
+
+# -- 4. one rule protects a whole blueprint ---------------------------------------------------
+
+
+def admin_app(fake_idp, key_prefix: str, **config: object) -> tuple[Flask, RBACABAC]:
+    """An admin blueprint of three views under one rule, and a guarded app around it."""
+    app = Flask(__name__)
+    app.config.update(library_config(key_prefix, RBAC_ABAC_REQUIRE_AUTHORIZATION=True, **config))
+    rbac = RBACABAC(app, redis=fake_idp.client)
+    admin = protect_blueprint(Blueprint("admin", __name__, url_prefix="/admin"), role("admin"))
+
+    @admin.get("/users")
+    def users():
+        return jsonify(view="users")
+
+    @admin.post("/users")
+    def create_user():
+        return jsonify(view="create"), 201
+
+    class Settings(MethodView):
+        def get(self):
+            return jsonify(view="settings")
+
+    admin.add_url_rule("/settings", view_func=Settings.as_view("settings"))
+
+    @app.get("/plain")
+    def plain():
+        return jsonify(view="plain")
+
+    app.register_blueprint(admin)
+    return app, rbac
+
+
+ADMIN_VIEWS = [
+    ("GET", "/admin/users", 200),
+    ("POST", "/admin/users", 201),
+    ("GET", "/admin/settings", 200),
+]
+
+
+def test_a_protected_blueprint_allows_and_denies_each_of_its_views(fake_idp, key_prefix) -> None:
+    fake_idp.add(1, roles=["admin"], permissions=[])
+    fake_idp.add(2, roles=["viewer"], permissions=[])
+    app, rbac = admin_app(fake_idp, key_prefix)
+    try:
+        client = app.test_client()
+        for method, path, status in ADMIN_VIEWS:
+            assert client.open(path, method=method, headers=bearer(1)).status_code == status
+            denied = client.open(path, method=method, headers=bearer(2))
+            assert denied.status_code == 403
+            assert denied.json == {
+                "success": False,
+                "error": "missing role: one of admin",
+                "reason": "missing_role",
+            }
+            anonymous = client.open(path, method=method)
+            assert anonymous.status_code == 401
+            assert anonymous.json["reason"] == "no_identity"
+            preflight = client.open(path, method="OPTIONS")  # a CORS preflight passes
+            assert preflight.status_code == 200
+        # The guard is on: the blueprint's views count as protected, a bare view is refused.
+        plain = client.get("/plain", headers=bearer(1))
+        assert (plain.status_code, plain.json["reason"]) == (403, "no_rule")
+    finally:
+        rbac.close(app)
+
+
+def test_a_protected_blueprint_answers_503_when_attributes_are_unavailable(
+    fake_idp, key_prefix
+) -> None:
+    app, rbac = admin_app(fake_idp, key_prefix, IDENTITY_PROVIDER_URL=DOWN_IDP)
+    try:
+        client = app.test_client()
+        for method, path, _ in ADMIN_VIEWS:
+            response = client.open(path, method=method, headers=bearer(1))
+            assert response.status_code == 503
+            assert response.json["reason"] == "attributes_unavailable"
+    finally:
+        rbac.close(app)
+
+
+def test_nested_blueprints_inherit_the_rule_and_add_their_own(fake_idp, key_prefix) -> None:
+    fake_idp.add(1, roles=["admin"], permissions=[])
+    fake_idp.add(2, roles=["admin"], permissions=["audit:read"])
+    app = Flask(__name__)
+    app.config.update(library_config(key_prefix, RBAC_ABAC_REQUIRE_AUTHORIZATION=True))
+    rbac = RBACABAC(app, redis=fake_idp.client)
+    admin = protect_blueprint(Blueprint("admin", __name__, url_prefix="/admin"), role("admin"))
+    audit = protect_blueprint(
+        Blueprint("audit", __name__, url_prefix="/audit"), permission("audit:read")
+    )
+
+    @audit.get("/log")
+    def log():
+        return jsonify(view="log")
+
+    admin.register_blueprint(audit)
+    app.register_blueprint(admin)
+    try:
+        client = app.test_client()
+        assert client.get("/admin/audit/log", headers=bearer(2)).status_code == 200
+        denied = client.get("/admin/audit/log", headers=bearer(1))
+        assert (denied.status_code, denied.json["reason"]) == (403, "missing_permission")
+        result = app.test_cli_runner().invoke(args=["rbac-abac", "routes"])
+        assert "role('admin') & permission('audit:read')" in result.output
+    finally:
+        rbac.close(app)
+
+
+def test_flask_routes_shows_the_blueprint_rule(fake_idp, key_prefix) -> None:
+    app, rbac = admin_app(fake_idp, key_prefix)
+    try:
+        result = app.test_cli_runner().invoke(args=["rbac-abac", "routes"])
+        lines = result.output.splitlines()
+        table = {tuple(line.split(None, 3)[:3]): line.split(None, 3)[3] for line in lines[:-1]}
+        assert table == {
+            ("GET", "/admin/settings", "admin.settings"): "role('admin')",
+            ("GET", "/admin/users", "admin.users"): "role('admin')",
+            ("POST", "/admin/users", "admin.create_user"): "role('admin')",
+            ("GET", "/plain", "plain"): "UNPROTECTED",
+            ("GET", "/static/<path:filename>", "static"): "static files (not guarded)",
+        }
+        assert lines[-1] == "5 routes: 3 protected, 0 public, 1 unprotected, 0 misplaced, 1 static"
+        assert result.exit_code == 1  # the guard is on and /plain has no rule
+    finally:
+        rbac.close(app)
+
+
+def test_protect_blueprint_needs_a_rule() -> None:
+    with pytest.raises(TypeError, match="needs a rule, got str"):
+        protect_blueprint(Blueprint("x", __name__), "admin")  # type: ignore[arg-type]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -415,3 +417,37 @@ def test_flask_routes_shows_the_blueprint_rule(fake_idp, key_prefix) -> None:
 def test_protect_blueprint_needs_a_rule() -> None:
     with pytest.raises(TypeError, match="needs a rule, got str"):
         protect_blueprint(Blueprint("x", __name__), "admin")  # type: ignore[arg-type]
+
+
+# -- 5. teardown: the client is closed with the app -------------------------------------------
+
+
+def test_rbac_close_stops_the_subscriber_and_is_idempotent(fake_idp, key_prefix) -> None:
+    app, rbac = make_app(fake_idp, key_prefix, RBAC_ABAC_INVALIDATION=True)
+    client = rbac._state(app).client
+    assert app.test_client().get("/admin").status_code == 401  # the first request starts it
+    assert client.subscriber is not None
+    assert client.subscriber.wait_until_subscribed(5.0)
+    thread = client.subscriber._thread
+    assert thread is not None and thread.is_alive()
+    rbac.close(app)
+    assert not thread.is_alive()
+    rbac.close(app)  # again: nothing left to close, no error
+    with app.app_context():
+        rbac.close()  # the current app's
+
+
+def test_the_client_is_closed_when_the_app_is_garbage_collected(fake_idp, key_prefix) -> None:
+    app, rbac = make_app(fake_idp, key_prefix, RBAC_ABAC_INVALIDATION=True)
+    client = rbac._state(app).client
+    assert app.test_client().get("/admin").status_code == 401
+    assert client.subscriber is not None
+    assert client.subscriber.wait_until_subscribed(5.0)
+    thread = client.subscriber._thread
+    assert thread is not None
+    collected = weakref.ref(app)
+    del app
+    gc.collect()
+    assert collected() is None  # the client holds its app weakly: nothing keeps the app alive
+    assert not thread.is_alive()  # the finalizer closed the client
+    assert client.owner is None

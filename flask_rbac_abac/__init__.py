@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .answers import AuthorizationUnavailable, NotAuthenticated, NotAuthorized
 from .client import RedisAttributeClient
 from .decorators import (
     current_attributes,
@@ -36,11 +37,14 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 __all__ = [
     "RBACABAC",
     "AttributesUnavailable",
+    "AuthorizationUnavailable",
     "ConfigurationError",
     "Decision",
     "DecodeError",
     "IdentityProviderError",
     "InvalidKeyPart",
+    "NotAuthenticated",
+    "NotAuthorized",
     "RBACABACError",
     "RedisAttributeClient",
     "Rule",

@@ -12,11 +12,11 @@ on a 401.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from typing import Any, ClassVar
+from typing import Any
 
 from flask import Response, current_app, has_app_context
 from werkzeug.exceptions import Forbidden, HTTPException, ServiceUnavailable, Unauthorized
+from werkzeug.sansio.response import Response as SansIOResponse
 
 
 class _Refusal(HTTPException):
@@ -25,8 +25,6 @@ class _Refusal(HTTPException):
     ``response`` holds the documented JSON answer, built when the exception is: a catch-all
     ``@app.errorhandler(HTTPException)`` that returns ``e.response`` when it is set keeps it.
     """
-
-    code: ClassVar[int]
 
     def __init__(self, error: str, reason: str, headers: dict[str, str] | None = None) -> None:
         #: The sentence of the JSON body (also Werkzeug's ``description``).
@@ -41,18 +39,15 @@ class _Refusal(HTTPException):
         """The documented JSON body of this answer."""
         return {"success": False, "error": self.error, "reason": self.reason}
 
-    def _json_response(self) -> Response:
+    def _json_response(self) -> SansIOResponse:
+        response: SansIOResponse
         if has_app_context():
-            response: Response = current_app.json.response(self.body())
+            response = current_app.json.response(self.body())
         else:  # raised outside a request (a test calling the library directly)
             response = Response(json.dumps(self.body()), mimetype="application/json")
-        response.status_code = self.code
+        response.status_code = self.code or 500  # set by each Werkzeug base class
         response.headers.update(self.extra_headers)
         return response
-
-    def get_headers(self, environ: Any = None, scope: Any = None) -> list[tuple[str, str]]:
-        headers: Iterable[tuple[str, str]] = self.extra_headers.items()
-        return [("Content-Type", "application/json"), *headers]
 
 
 class NotAuthenticated(_Refusal, Unauthorized):
@@ -61,19 +56,13 @@ class NotAuthenticated(_Refusal, Unauthorized):
     Carries ``WWW-Authenticate`` in ``extra_headers`` (an error handler should keep it).
     """
 
-    code = 401
-
 
 class NotAuthorized(_Refusal, Forbidden):
     """403: a rule denied, the user is unknown to the IdP, or the route guard refused."""
 
-    code = 403
-
 
 class AuthorizationUnavailable(_Refusal, ServiceUnavailable):
     """503: the identity cannot be verified or the attributes cannot be obtained now."""
-
-    code = 503
 
 
 _BY_STATUS: dict[int, type[_Refusal]] = {

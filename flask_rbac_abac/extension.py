@@ -70,7 +70,7 @@ class _AppState:
     protections: dict[tuple[str, str], tuple[Any, ViewProtection]] = field(default_factory=dict)
     scanned: bool = False
     #: Closes the client once: at :meth:`RBACABAC.close`, or when the app is garbage collected.
-    closer: weakref.finalize[[], None] | None = None
+    closer: weakref.finalize[[], Flask] | None = None
 
 
 def _abort(status: int, error: str, reason: str, **headers: str) -> NoReturn:

@@ -35,7 +35,7 @@ generation = 0
 
 
 def _forked() -> None:
-    global generation  # noqa: PLW0603 - the one process-wide fact, reset in the child
+    global generation  # the one process-wide fact, bumped in the child
     generation += 1
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .answers import AuthorizationUnavailable, NotAuthenticated, NotAuthorized
 from .client import RedisAttributeClient
 from .decorators import (
     current_attributes,
     current_identity,
     enforce,
+    protect_blueprint,
     public,
     requires,
     requires_attribute,
@@ -35,11 +37,14 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 __all__ = [
     "RBACABAC",
     "AttributesUnavailable",
+    "AuthorizationUnavailable",
     "ConfigurationError",
     "Decision",
     "DecodeError",
     "IdentityProviderError",
     "InvalidKeyPart",
+    "NotAuthenticated",
+    "NotAuthorized",
     "RBACABACError",
     "RedisAttributeClient",
     "Rule",
@@ -51,6 +56,7 @@ __all__ = [
     "enforce",
     "permission",
     "predicate",
+    "protect_blueprint",
     "public",
     "requires",
     "requires_attribute",

@@ -32,7 +32,7 @@ from .client import RedisAttributeClient
 from .defaults import DEFAULT_IDP_URL
 from .errors import IdentityProviderError, InvalidKeyPart, RBACABACError
 from .model import UserAttributes, validate_user_id
-from .routes import Protection, ViewProtection, classify
+from .routes import Protection, ViewProtection, blueprint_rules, classify
 
 rbac_abac_cli = AppGroup(
     "rbac-abac",
@@ -387,8 +387,9 @@ def _route_protections(
     """The route's methods grouped by protection (a class-based view may differ per method)."""
     shown = sorted(methods - PASS_THROUGH_METHODS - ({"HEAD"} if "GET" in methods else set()))
     groups: dict[ViewProtection, list[str]] = {}
+    inherited = blueprint_rules(current_app.blueprints, endpoint)
     for method in shown:
-        groups.setdefault(classify(endpoint, view, method), []).append(method)
+        groups.setdefault(classify(endpoint, view, method, inherited), []).append(method)
     return [(group, protection) for protection, group in groups.items()]
 
 

@@ -23,6 +23,7 @@ import logging
 import math
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -30,7 +31,7 @@ from typing import Any
 import requests
 from redis.exceptions import RedisClusterException, RedisError
 
-from . import signals
+from . import invalidation, signals
 from .codec import ValueKeys, decode_value
 from .config import Settings
 from .connection import close as close_redis
@@ -215,6 +216,10 @@ class RedisAttributeClient:
         self._ahead_lock = threading.Lock()
         self._ahead_pending: set[Key] = set()
         self._ahead_executor: ThreadPoolExecutor | None = None
+        self._owner: weakref.ref[Any] | None = None
+        #: The process generation (:func:`.invalidation.process_generation`) in which
+        #: :meth:`listen` last ran: the lookup path starts the subscriber once per process.
+        self._listening_in = -1
         self.subscriber: Subscriber | None = None
         if settings.invalidation:
             self.subscriber = Subscriber(
@@ -223,6 +228,24 @@ class RedisAttributeClient:
                 on_message=self._on_invalidation,
                 on_connect=self.local.clear,
             )
+
+    @property
+    def owner(self) -> Any:
+        """The Flask app this client serves (``init_app`` sets it), or ``None`` when standalone.
+
+        Held weakly, so the app can still be garbage collected. Signals are sent with the owner
+        as sender, or with this client when it has none (see :mod:`.signals`).
+        """
+        return None if self._owner is None else self._owner()
+
+    @owner.setter
+    def owner(self, app: Any) -> None:
+        self._owner = None if app is None else weakref.ref(app)
+
+    def _sender(self) -> Any:
+        """Who signals come from: the owning app, else this client (standalone)."""
+        app = None if self._owner is None else self._owner()
+        return self if app is None else app
 
     # -- keys -------------------------------------------------------------------------------
 
@@ -246,6 +269,8 @@ class RedisAttributeClient:
         the user is unknown or inactive. Raises :class:`AttributesUnavailable` when the
         attributes cannot be obtained, and :class:`InvalidKeyPart` for a malformed id or name.
         """
+        if self._listening_in != invalidation.generation:
+            self.listen()  # once per process: a standalone client sees invalidations too
         looked_up = None
         if service_name is None and type(user_id) in (int, str):
             # Only validated keys are ever stored, so a hit needs no validation (the hot path).
@@ -446,7 +471,7 @@ class RedisAttributeClient:
                 self.local.evict(key)
             return None
         self._put(key, attrs, ticket, self._timer() + self.policy.ttl)  # the IdP just wrote it
-        signals.attributes_refreshed.send(self, attributes=attrs, manual=manual)
+        signals.attributes_refreshed.send(self._sender(), attributes=attrs, manual=manual)
         return attrs
 
     def _take_lease(self, lease: Lease, key: Key) -> UserAttributes | None:
@@ -502,7 +527,7 @@ class RedisAttributeClient:
             return None
         self.metrics.incr("stale_served")
         log.warning("serving %s/%s %.0f s stale: the IdP is failing", key[0], key[1], age)
-        signals.stale_served.send(self, attributes=attrs, age=age)
+        signals.stale_served.send(self._sender(), attributes=attrs, age=age)
         return attrs
 
     # -- writes and explicit refreshes ------------------------------------------------------
@@ -549,7 +574,12 @@ class RedisAttributeClient:
         return self.redis
 
     def listen(self) -> None:
-        """Make sure this process's invalidation subscriber runs (cheap; call per request)."""
+        """Make sure this process's invalidation subscriber runs (cheap; call per request).
+
+        The first lookup in each process calls it, so a standalone client needs no call; the
+        extension also calls it before each request (restarting a subscriber that died).
+        """
+        self._listening_in = invalidation.generation
         if self.subscriber is not None:
             self.subscriber.ensure_started()
 
@@ -560,7 +590,7 @@ class RedisAttributeClient:
             self.local.evict((message.service_name, message.user_id), message.version)
         self.metrics.incr("invalidations")
         signals.cache_invalidated.send(
-            self,
+            self._sender(),  # the stored app: this runs in the subscriber thread, no app context
             user_id=message.user_id,
             service_name=message.service_name,
             version=message.version,

@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
 import requests
-from flask import Flask, Request, Response, current_app, g, jsonify, make_response, request
+from flask import Flask, Request, Response, current_app, g, request
 from flask.typing import ResponseReturnValue
-from werkzeug.exceptions import abort
 
 from . import config, signals
 from ._names import (
@@ -31,6 +30,7 @@ from ._names import (
     G_IDENTITY,
     PASS_THROUGH_METHODS,
 )
+from .answers import refuse
 from .cli import rbac_abac_cli
 from .client import RedisAttributeClient
 from .decorators import public
@@ -44,7 +44,7 @@ from .errors import (
 from .identity import JWTVerifier, verifier_for
 from .metrics import CONTENT_TYPE, PrometheusMetrics
 from .model import UserAttributes, validate_user_id
-from .routes import Protection, ViewProtection, classify, view_name
+from .routes import Protection, ViewProtection, blueprint_rules, classify, view_name
 from .rules import ERROR, Context, Decision, Rule
 
 log = logging.getLogger(__name__)
@@ -69,13 +69,13 @@ class _AppState:
     #: (endpoint, method) -> (the view it was worked out for, its protection).
     protections: dict[tuple[str, str], tuple[Any, ViewProtection]] = field(default_factory=dict)
     scanned: bool = False
+    #: Closes the client once: at :meth:`RBACABAC.close`, or when the app is garbage collected.
+    closer: weakref.finalize[[], Flask] | None = None
 
 
 def _abort(status: int, error: str, reason: str, **headers: str) -> NoReturn:
-    body = jsonify({"success": False, "error": error, "reason": reason})
-    response = make_response(body, status)
-    response.headers.update(headers)
-    abort(response)
+    """Raise the refusal as an HTTP exception (:mod:`.answers`): error handlers can replace it."""
+    raise refuse(status, error, reason, **headers)
 
 
 def _invalid_identity() -> NoReturn:
@@ -121,7 +121,12 @@ class RBACABAC:
             raise RuntimeError("flask_rbac_abac is already registered on this app")
         settings = config.load(app.config)
         client = RedisAttributeClient.from_settings(settings, redis=redis, session=session)
-        self._states[app] = _AppState(settings, client, self._verifier(settings))
+        client.owner = app
+        state = _AppState(settings, client, self._verifier(settings))
+        # The client never holds the app strongly, so the app can be collected, and its client
+        # closed then (its subscriber thread stopped, its connections released).
+        state.closer = weakref.finalize(app, client.close)
+        self._states[app] = state
         app.extensions[EXTENSION_KEY] = self
         app.before_request(self._before_request)
         if settings.metrics_endpoint is not None:
@@ -165,6 +170,17 @@ class RBACABAC:
         """The current app's :class:`RedisAttributeClient`."""
         return self._state().client
 
+    def close(self, app: Flask | None = None) -> None:
+        """Close ``app``'s client (default: the current app's): stop its invalidation subscriber
+        and release its connections. Idempotent.
+
+        Call it when an app is torn down (a test fixture, a worker shutting down): without it the
+        client is closed only once the app is garbage collected.
+        """
+        state = self._state(app)
+        if state.closer is not None:
+            state.closer()
+
     def identity_loader(self, loader: L) -> L:
         """Register ``loader() -> user id or None`` to replace the JWT bearer loader."""
         self._identity_loader = loader
@@ -200,7 +216,7 @@ class RBACABAC:
         cached = state.protections.get((endpoint, method))
         if cached is not None and cached[0] is view:
             return cached[1]
-        protection = classify(endpoint, view, method)
+        protection = classify(endpoint, view, method, blueprint_rules(app.blueprints, endpoint))
         state.protections[(endpoint, method)] = (view, protection)
         return protection
 

@@ -29,6 +29,18 @@ PING_EVERY = 5.0
 #: one connect timeout), cheap at this rate.
 MAX_BACKOFF = 0.5
 
+#: Counts the forks this process comes from: a child sees a new value, so "the subscriber was
+#: started in this process" is one integer comparison on the lookup path (no ``getpid`` call).
+generation = 0
+
+
+def _forked() -> None:
+    global generation  # the one process-wide fact, bumped in the child
+    generation += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
 
 class Subscriber:
     """Listens on the invalidation channel and calls ``on_message`` / ``on_connect``.

@@ -10,6 +10,10 @@ registered the bare function, and nothing would run the rule. :func:`record_wrap
 that some rule decorator wrapped is recognised as *misplaced*: it is refused whatever the
 configuration, never served.
 
+A view of a blueprint protected as a whole (:func:`~flask_rbac_abac.protect_blueprint`, on the
+blueprint or on one it is nested in) is protected by that blueprint's rules too:
+:func:`blueprint_rules` finds them from the endpoint's blueprint names.
+
 Class-based views count as protected when their ``decorators`` hold a rule, or when the handler
 of the request's method (``get``, ``post``, ... on a ``MethodView``; ``dispatch_request`` on a
 ``View``) carries one. Flask's static file views are not views to guard.
@@ -19,7 +23,7 @@ from __future__ import annotations
 
 import enum
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -118,15 +122,36 @@ def _public(obj: object) -> bool:
     return getattr(obj, PUBLIC_ATTR, False) is True
 
 
-def classify(endpoint: str, view: Callable[..., Any] | None, method: str) -> ViewProtection:
-    """How ``view`` (``app.view_functions[endpoint]``) is protected for ``method``."""
+def blueprint_rules(blueprints: Mapping[str, object], endpoint: str) -> tuple[Rule, ...]:
+    """The rules of the protected blueprints ``endpoint`` belongs to (outermost first).
+
+    :param blueprints: the app's ``app.blueprints`` (nested ones under their dotted names).
+    """
+    rules: tuple[Rule, ...] = ()
+    parts = endpoint.split(".")[:-1]  # "admin.users.show" -> blueprints "admin", "admin.users"
+    for depth in range(1, len(parts) + 1):
+        blueprint = blueprints.get(".".join(parts[:depth]))
+        rules = (*rules, *getattr(blueprint, RULES_ATTR, ()))
+    return rules
+
+
+def classify(
+    endpoint: str,
+    view: Callable[..., Any] | None,
+    method: str,
+    inherited: tuple[Rule, ...] = (),
+) -> ViewProtection:
+    """How ``view`` (``app.view_functions[endpoint]``) is protected for ``method``.
+
+    :param inherited: the rules of its protected blueprints (:func:`blueprint_rules`).
+    """
     if view is None:
         return ViewProtection(Protection.UNPROTECTED)
     if _is_static(endpoint, view):
         return ViewProtection(Protection.STATIC)
     if _is_wrapped(view):
         return ViewProtection(Protection.MISPLACED)
-    rules: tuple[Rule, ...] = getattr(view, RULES_ATTR, ())
+    rules: tuple[Rule, ...] = (*inherited, *getattr(view, RULES_ATTR, ()))
     marked: list[object] = [view]
     view_class = getattr(view, "view_class", None)
     if isinstance(view_class, type):

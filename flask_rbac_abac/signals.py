@@ -1,4 +1,11 @@
-"""Blinker signals, for audit logs and custom metrics. Receivers get the app as sender."""
+"""Blinker signals, for audit logs and custom metrics.
+
+Every signal is sent with the Flask app as sender, so ``signal.connect(receiver, sender=app)``
+hears one app's events; ``cache_invalidated`` too, although the invalidation subscriber's thread
+sends it outside any app context (the client keeps its app, see
+:attr:`RedisAttributeClient.owner`). A standalone :class:`RedisAttributeClient` (built outside
+Flask) has no app: its signals come from the client itself.
+"""
 
 from __future__ import annotations
 

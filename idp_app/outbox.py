@@ -12,10 +12,11 @@ an entry holding exactly the version before the change, so it never mixes two st
 it cannot apply to is rebuilt from the database as above, and each later change has its own row.
 
 Delivery claims the row (``SELECT ... FOR UPDATE`` on PostgreSQL, ``SKIP LOCKED`` in the
-background so replicas share the rows; on SQLite deleting the row takes the database's write lock), locks the user, writes Redis through the
-compare-and-set store with the database's version as the authority (or deletes the entry of an
-inactive user), publishes the invalidation, and commits the row's deletion only when Redis took
-every step. Otherwise the transaction rolls back and the row stays for the next attempt.
+background so replicas share the rows; on SQLite deleting the row takes the database's write
+lock), locks the user, writes Redis through the compare-and-set store with the database's version
+as the authority (or deletes the entry of an inactive user), publishes the invalidation, and
+commits the row's deletion only when Redis took every step. Otherwise the transaction rolls back
+and the row stays for the next attempt.
 
 Three callers deliver: the request that made the change, at once after its commit (the normal,
 fast case); a daemon thread in each IdP process, started by the first request the process serves,

@@ -68,8 +68,10 @@ def config(key_prefix: str, **extra: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def app(fake_redis: fakeredis.FakeRedis, idp_mock: FakeIdP, key_prefix: str) -> Flask:
-    return create_app(config(key_prefix), redis=fake_redis)
+def app(fake_redis: fakeredis.FakeRedis, idp_mock: FakeIdP, key_prefix: str) -> Iterator[Flask]:
+    app = create_app(config(key_prefix), redis=fake_redis)
+    yield app
+    app.extensions["rbac_abac"].close(app)
 
 
 @pytest.fixture

@@ -121,7 +121,7 @@ def app(backend, key_prefix, idp):
     app = build_app(backend, key_prefix)
     yield app
     with app.app_context():
-        app.extensions["rbac_abac"].client.close()
+        app.extensions["rbac_abac"].close(app)
 
 
 @pytest.fixture
@@ -437,5 +437,5 @@ def test_redis_down_is_served_through_the_idp(free_port, key_prefix, idp) -> Non
     assert time.perf_counter() - started < 1.0
     with app.app_context():
         stats = app.extensions["rbac_abac"].stats()
-        app.extensions["rbac_abac"].client.close()
+        app.extensions["rbac_abac"].close(app)
     assert stats["redis_errors"] >= 1 and stats["l1_hits"] == 1

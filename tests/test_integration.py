@@ -101,8 +101,7 @@ def world(idp_url, key_prefix):
     assert login.status_code == 200, login.text
     headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
     yield service, rbac, user_id, headers
-    with service.app_context():
-        rbac.client.close()
+    rbac.close(service)
 
 
 def test_grant_then_revoke_without_restart(world, idp_url, real_redis) -> None:

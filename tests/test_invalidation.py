@@ -136,3 +136,25 @@ def test_subscriber_restarts_in_a_forked_child(listening) -> None:
     os.waitpid(pid, 0)
     assert os.read(read, 100) == b"False,True"
     os.close(read)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_first_lookup_in_a_forked_child_starts_its_subscriber(listening) -> None:
+    """A standalone client started before a fork: the child's first lookup restarts it."""
+    listening.set_user_attributes(attrs(1))
+    read, write = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        try:
+            before = listening.subscriber.state()["alive"]
+            listening.get_user_attributes(1)  # no listen() call
+            ok = listening.subscriber.wait_until_subscribed(2.0)
+            os.write(write, f"{before},{ok}".encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    assert os.read(read, 100) == b"False,True"
+    os.close(read)

@@ -67,7 +67,7 @@ def app(fake_idp, key_prefix) -> Iterator[Flask]:
     )
     yield app
     with app.app_context():
-        app.extensions["rbac_abac"].client.close()
+        app.extensions["rbac_abac"].close(app)
 
 
 def test_values_follow_misses_hits_refreshes_and_decisions(app) -> None:

@@ -158,7 +158,7 @@ def guarded(key_prefix: str, fake_users: FakeIdP) -> Iterator[Flask]:
     app = build(key_prefix, fake_users, RBAC_ABAC_REQUIRE_AUTHORIZATION=True)
     yield app
     with app.app_context():
-        app.extensions["rbac_abac"].client.close()
+        app.extensions["rbac_abac"].close(app)
 
 
 @pytest.fixture
@@ -166,7 +166,7 @@ def unguarded(key_prefix: str, fake_users: FakeIdP) -> Iterator[Flask]:
     app = build(key_prefix, fake_users)
     yield app
     with app.app_context():
-        app.extensions["rbac_abac"].client.close()
+        app.extensions["rbac_abac"].close(app)
 
 
 # -- a rule decorator above the route decorator: refused whatever the configuration --------

@@ -272,7 +272,7 @@ def probe(fake_idp: FakeIdP, key_prefix: str) -> Iterator[tuple[Flask, FakeIdP]]
 
     yield app, fake_idp
     with app.app_context():
-        app.extensions["rbac_abac"].client.close()
+        app.extensions["rbac_abac"].close(app)
 
 
 user_ids = itertools.count(1000)

@@ -20,6 +20,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 from ensure_services import in_ci  # noqa: E402
 
+#: ``make mutation`` runs the fast tests once per mutant: the property tests then draw fewer
+#: examples (``HYPOTHESIS_PROFILE=mutation``), enough to kill a mutant, not to search widely.
+MUTATION_RUN = os.environ.get("HYPOTHESIS_PROFILE") == "mutation"
+
+
+def examples(wanted: int) -> int:
+    """The number of Hypothesis examples a property test draws: *wanted*, or 10 per mutant."""
+    return min(wanted, 10) if MUTATION_RUN else wanted
+
+
 #: ``CI`` set to any true value: a missing real service fails the run instead of skipping.
 IN_CI = in_ci()
 

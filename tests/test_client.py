@@ -171,11 +171,12 @@ def test_idp_failures_are_unavailable(make_client, answer, message) -> None:
     client = make_client()
     with responses.RequestsMock() as mock_idp:
         mock_idp.add("POST", REFRESH, **answer)
-        with pytest.raises(IdentityProviderError, match=re.escape(message)):
+        # Callers catch AttributesUnavailable (the 503 path); the IdP's failure is one of them.
+        with pytest.raises(AttributesUnavailable, match=re.escape(message)) as raised:
             client.get_user_attributes(7)
         assert len(mock_idp.calls) == 1
+    assert type(raised.value) is IdentityProviderError
     assert client.stats()["idp_errors"] == 1
-    assert isinstance(IdentityProviderError("x", reason="unreachable"), AttributesUnavailable)
 
 
 def test_idp_answer_for_another_user_is_refused(make_client) -> None:
@@ -207,11 +208,9 @@ def test_circuit_breaker_opens_and_recovers(make_client, idp) -> None:
             with pytest.raises(IdentityProviderError, match="answered 503"):
                 client.get_user_attributes(7)
         assert len(failing.calls) == 3
-        started = time.perf_counter()
         with pytest.raises(IdentityProviderError, match="circuit breaker is open"):
             client.get_user_attributes(7)
-        assert time.perf_counter() - started < 0.05
-        assert len(failing.calls) == 3
+        assert len(failing.calls) == 3  # the open breaker answered without calling the IdP
     assert client.stats()["breaker"] == "open"
     clock.now += 2.5
     assert client.get_user_attributes(7) is not None
@@ -252,7 +251,10 @@ def test_single_flight_calls_the_idp_once_for_concurrent_misses(make_client, idp
     original = idp._refresh
 
     def slow(request):
-        time.sleep(0.2)
+        # The leader's refresh holds until the seven others are waiting on it: no timing window.
+        deadline = time.monotonic() + 30
+        while client.stats()["refresh_waits"] < 7 and time.monotonic() < deadline:
+            time.sleep(0.01)
         return original(request)
 
     idp._refresh = slow
@@ -270,7 +272,7 @@ def test_single_flight_calls_the_idp_once_for_concurrent_misses(make_client, idp
             thread.join(5)
         assert len(mock_idp.calls) == 1
     assert len(results) == 8 and all(r.roles == ("admin",) for r in results)
-    assert client.stats()["refresh_waits"] >= 1
+    assert client.stats()["refresh_waits"] == 7
 
 
 def test_cross_process_lease_waits_for_the_holders_result(make_client, backend, idp) -> None:

@@ -18,9 +18,13 @@ from flask_rbac_abac.keys import attributes_key
 from flask_rbac_abac.model import UserAttributes
 from flask_rbac_abac.store import StoreResult, store_attributes, write_attributes
 
+from .conftest import examples
+
 _users = itertools.count(1)
 JUNK_SETTINGS = settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(60),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 
 

@@ -59,7 +59,10 @@ def test_environment_predicate() -> None:
         lambda user, resource, env: env["method"] == "GET", "reads only", with_environment=True
     )
     assert decide(rule, request=FakeRequest()).allowed
-    assert not decide(rule).allowed  # no request: an empty environment
+    # No request: the environment is empty, so env["method"] raises KeyError, which the
+    # evaluator turns into a rule error (the third value: denied, never allowed).
+    decision = decide(rule)
+    assert (decision.allowed, decision.code) == (False, "rule_error")
 
 
 def test_bad_rule_construction() -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-import fakeredis
 import pytest
 import responses
 from flask import Flask, jsonify

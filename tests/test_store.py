@@ -197,3 +197,13 @@ def test_valid_entries_follow_the_version_rule(backend, key_prefix, there, ours,
 @pytest.mark.parametrize("result", list(StoreResult))
 def test_landed_means_the_value_is_in_redis(result):
     assert result.landed is (result is not StoreResult.KEPT_NEWER)
+
+
+def test_the_largest_exact_version_is_valid_and_the_next_one_is_corrupt(backend, key_prefix):
+    """The bound is 2**53 - 1 exactly (Lua numbers are doubles); off by one either way fails."""
+    largest = plant(backend, key_prefix, entry(1, 2**53 - 1), ttl=3600)
+    assert write_attributes(backend, attrs(largest, 5), 60, key_prefix) is StoreResult.KEPT_NEWER
+    assert stored(backend, key_prefix, largest).version == 2**53 - 1
+    beyond = plant(backend, key_prefix, entry(1, 2**53), ttl=3600)
+    assert write_attributes(backend, attrs(beyond, 5), 60, key_prefix) is StoreResult.REPAIRED
+    assert stored(backend, key_prefix, beyond).version == 5

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from flask_rbac_abac import UserAttributes, attribute, permission, predicate, requires, role
-from flask_rbac_abac.rules import Context
+from flask_rbac_abac.rules import Context, UnlikeTypes, strictly_equal
 
 USER = UserAttributes(
     user_id=1,
@@ -205,3 +205,49 @@ def test_a_failed_comparison_is_logged_with_types_not_values(caplog) -> None:
     assert "cannot compare a string with a number" in caplog.text
     assert "predicate 'denied by policy' returned a str, not a bool" in caplog.text
     assert "123-45" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("value", "expected", "equal"),
+    [
+        (1, 1.0, True),
+        (1, 2, False),
+        ("a", "a", True),
+        ("a", "b", False),
+        (None, None, True),
+        (True, True, True),
+        (True, False, False),
+        ([1, "x"], (1, "x"), True),
+        ([1, "x"], [1, "y"], False),
+        ([1], [1, 1], False),
+        ([], [], True),
+        ({"a": [1]}, {"a": [1]}, True),
+        ({"a": 1}, {"a": 2}, False),
+        ({"a": 1}, {"b": 1}, False),
+        ({"a": 1}, {"a": 1, "b": 1}, False),
+    ],
+)
+def test_strictly_equal_compares_json_values(value, expected, equal) -> None:
+    assert strictly_equal(value, expected) is equal
+    assert strictly_equal(expected, value) is equal
+
+
+@pytest.mark.parametrize(
+    ("value", "expected", "message"),
+    [
+        (True, 1, "cannot compare a bool with a number"),
+        (0, False, "cannot compare a number with a bool"),
+        ("1", 1, "cannot compare a string with a number"),
+        (None, "", "cannot compare a null with a string"),
+        ([1], {"a": 1}, "cannot compare a array with a object"),
+        ([True], [1], "cannot compare a bool with a number"),
+        ({"a": 1}, {"a": "1"}, "cannot compare a number with a string"),
+        (b"x", "x", "cannot compare a bytes with a string"),
+    ],
+)
+def test_strictly_equal_refuses_unlike_types_naming_only_the_types(
+    value, expected, message
+) -> None:
+    with pytest.raises(UnlikeTypes, match=message) as raised:
+        strictly_equal(value, expected)
+    assert str(raised.value).startswith("cannot compare a ")

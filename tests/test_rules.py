@@ -251,3 +251,46 @@ def test_strictly_equal_refuses_unlike_types_naming_only_the_types(
     with pytest.raises(UnlikeTypes, match=message) as raised:
         strictly_equal(value, expected)
     assert str(raised.value).startswith("cannot compare a ")
+
+
+def test_denials_carry_exact_codes_and_are_false_not_falsy() -> None:
+    seen = []
+
+    def check(user, resource) -> bool:
+        seen.append((user, resource))
+        return False
+
+    decision = decide(predicate(check, "never"), resource="doc-1")
+    assert (decision.allowed, decision.reason, decision.code) == (
+        False,
+        "never",
+        "predicate_failed",
+    )
+    assert decision.allowed is False and seen == [(USER, "doc-1")]
+    decision = decide(attribute("region", "eu"))
+    assert decision.allowed is False
+    assert (decision.reason, decision.code) == ("missing attribute: region", "missing_attribute")
+    decision = decide(role("admin"))
+    assert decision.allowed is False and decision.code == "missing_role"
+
+
+def test_any_of_denial_joins_reasons_and_takes_the_first_code() -> None:
+    decision = decide(role("admin") | attribute("region", "eu"))
+    assert decision.allowed is False
+    assert decision.reason == "missing role: one of admin; missing attribute: region"
+    assert decision.code == "missing_role"
+
+
+def test_an_attribute_check_returning_a_non_bool_is_named_in_the_log(caplog) -> None:
+    decision = decide(attribute("clearance", lambda v: "yes"))
+    assert (decision.allowed, decision.code) == (False, "rule_error")
+    assert "the check of attribute clearance returned a str, not a bool" in caplog.text
+
+
+def test_only_a_denial_may_carry_the_rule_error_code() -> None:
+    from flask_rbac_abac.rules import RULE_ERROR, Decision
+
+    assert Decision(False, "boom", RULE_ERROR).allowed is False
+    assert Decision(True, "fine", "").allowed is True
+    with pytest.raises(ValueError):
+        Decision(True, "boom", RULE_ERROR)

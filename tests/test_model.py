@@ -81,5 +81,5 @@ def test_from_dict_defaults_and_compact_json() -> None:
     text = value.to_json()
     assert ", " not in text and ": " not in text
     assert json.loads(text) == {**data, "version": 0, "fetched_at": 0.0}
-    with pytest.raises(DecodeError, match="^attributes value must be a JSON object$"):
+    with pytest.raises(DecodeError, match=r"^attributes value must be a JSON object$"):
         UserAttributes.from_dict([data])

@@ -126,3 +126,11 @@ def test_an_unknown_user_drops_the_value_held_for_it() -> None:
     assert cache.put_unknown(KEY, cache.ticket(KEY))
     assert cache.get(KEY) is None
     assert cache.is_unknown(KEY)
+
+
+def test_every_flush_invalidates_the_tickets_taken_before_it() -> None:
+    cache = LocalCache(10, ttl=60)
+    cache.clear()
+    ticket = cache.ticket(KEY)  # taken after the first flush ...
+    cache.clear()  # ... and outdated by the second
+    assert not cache.put(KEY, attrs(1), ticket)

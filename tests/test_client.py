@@ -80,13 +80,15 @@ def test_auto_refresh_on_miss(make_client, idp) -> None:
         "auth": "Bearer svc-token",
     }
     # The value is the IdP's answer (Redis and its TTL are the IdP's writes, tested on the IdP).
-    assert got == UserAttributes(
+    answered = UserAttributes(
         user_id=7,
         service_name=SERVICE,
         roles=["admin"],
         permissions=["invoice:read"],
         attributes={"clearance": 3},
+        fetched_at=got.fetched_at,  # stamped by the fake IdP when it answered
     )
+    assert got == answered
     assert client.get_user_attributes(7) == got
     assert len(idp.requests) == 1
     stats = client.stats()

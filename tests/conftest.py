@@ -20,6 +20,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 from ensure_services import in_ci  # noqa: E402
 
+#: ``make mutation`` runs the fast tests once per mutant: the property tests then draw fewer
+#: examples (``MUTATION_RUN=1``), enough to kill a mutant, not to search widely.
+MUTATION_RUN = os.environ.get("MUTATION_RUN") == "1"
+
+
+def examples(wanted: int) -> int:
+    """The number of Hypothesis examples a property test draws: *wanted*, or 10 per mutant."""
+    return min(wanted, 10) if MUTATION_RUN else wanted
+
+
 #: ``CI`` set to any true value: a missing real service fails the run instead of skipping.
 IN_CI = in_ci()
 
@@ -108,9 +118,12 @@ def sentinel_set(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     servers.stop()
 
 
-@pytest.fixture(params=["fakeredis", "redis", "cluster"])
+@pytest.fixture(params=["fakeredis"] if MUTATION_RUN else ["fakeredis", "redis", "cluster"])
 def backend(request: pytest.FixtureRequest, key_prefix: str) -> Iterator[redis.Redis]:
-    """The same behaviour suite runs on fakeredis, the real Redis and a Redis Cluster."""
+    """The same behaviour suite runs on fakeredis, the real Redis and a Redis Cluster.
+
+    A mutation run (one test run per mutant) uses fakeredis only: Redis is not what it tests.
+    """
     if request.param == "fakeredis":
         import fakeredis
 
@@ -141,6 +154,7 @@ class FakeIdP:
         self.ttl = ttl
         self.requests: list[dict] = []
         self._attrs = UserAttributes
+        self.mock = mock  # a test may replace the endpoint (an IdP that fails)
         mock.add_callback("POST", IDP + "/api/refresh-user-cache/", callback=self._refresh)
 
     def add(self, user_id: int, service: str = SERVICE, **fields) -> None:

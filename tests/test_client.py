@@ -18,7 +18,7 @@ from flask_rbac_abac import (
     RedisAttributeClient,
     UserAttributes,
 )
-from flask_rbac_abac.keys import attributes_key, lease_key
+from flask_rbac_abac.keys import lease_key
 from flask_rbac_abac.model import Invalidation
 from flask_rbac_abac.singleflight import Lease
 
@@ -69,7 +69,7 @@ def test_set_uses_default_ttl_of_a_day(make_client, backend) -> None:
     assert 0 < backend.ttl(client.key(7)) <= 120
 
 
-def test_auto_refresh_on_miss(make_client, backend, idp, key_prefix) -> None:
+def test_auto_refresh_on_miss(make_client, idp) -> None:
     idp.add(7, roles=["admin"], permissions=["invoice:read"], attributes={"clearance": 3})
     client = make_client(service_token="svc-token")
     got = client.get_user_attributes(7)
@@ -79,9 +79,16 @@ def test_auto_refresh_on_miss(make_client, backend, idp, key_prefix) -> None:
         "body": {"user_id": 7, "service_name": SERVICE},
         "auth": "Bearer svc-token",
     }
-    key = attributes_key(key_prefix, SERVICE, 7)
-    assert UserAttributes.from_json(backend.get(key)) == got
-    assert 86390 <= backend.ttl(key) <= 86400
+    # The value is the IdP's answer (Redis and its TTL are the IdP's writes, tested on the IdP).
+    answered = UserAttributes(
+        user_id=7,
+        service_name=SERVICE,
+        roles=["admin"],
+        permissions=["invoice:read"],
+        attributes={"clearance": 3},
+        fetched_at=got.fetched_at,  # stamped by the fake IdP when it answered
+    )
+    assert got == answered
     assert client.get_user_attributes(7) == got
     assert len(idp.requests) == 1
     stats = client.stats()
@@ -171,11 +178,12 @@ def test_idp_failures_are_unavailable(make_client, answer, message) -> None:
     client = make_client()
     with responses.RequestsMock() as mock_idp:
         mock_idp.add("POST", REFRESH, **answer)
-        with pytest.raises(IdentityProviderError, match=re.escape(message)):
+        # Callers catch AttributesUnavailable (the 503 path); the IdP's failure is one of them.
+        with pytest.raises(AttributesUnavailable, match=re.escape(message)) as raised:
             client.get_user_attributes(7)
         assert len(mock_idp.calls) == 1
+    assert type(raised.value) is IdentityProviderError
     assert client.stats()["idp_errors"] == 1
-    assert isinstance(IdentityProviderError("x", reason="unreachable"), AttributesUnavailable)
 
 
 def test_idp_answer_for_another_user_is_refused(make_client) -> None:
@@ -207,11 +215,9 @@ def test_circuit_breaker_opens_and_recovers(make_client, idp) -> None:
             with pytest.raises(IdentityProviderError, match="answered 503"):
                 client.get_user_attributes(7)
         assert len(failing.calls) == 3
-        started = time.perf_counter()
         with pytest.raises(IdentityProviderError, match="circuit breaker is open"):
             client.get_user_attributes(7)
-        assert time.perf_counter() - started < 0.05
-        assert len(failing.calls) == 3
+        assert len(failing.calls) == 3  # the open breaker answered without calling the IdP
     assert client.stats()["breaker"] == "open"
     clock.now += 2.5
     assert client.get_user_attributes(7) is not None
@@ -252,7 +258,10 @@ def test_single_flight_calls_the_idp_once_for_concurrent_misses(make_client, idp
     original = idp._refresh
 
     def slow(request):
-        time.sleep(0.2)
+        # The leader's refresh holds until the seven others are waiting on it: no timing window.
+        deadline = time.monotonic() + 30
+        while client.stats()["refresh_waits"] < 7 and time.monotonic() < deadline:
+            time.sleep(0.01)
         return original(request)
 
     idp._refresh = slow
@@ -270,7 +279,7 @@ def test_single_flight_calls_the_idp_once_for_concurrent_misses(make_client, idp
             thread.join(5)
         assert len(mock_idp.calls) == 1
     assert len(results) == 8 and all(r.roles == ("admin",) for r in results)
-    assert client.stats()["refresh_waits"] >= 1
+    assert client.stats()["refresh_waits"] == 7
 
 
 def test_cross_process_lease_waits_for_the_holders_result(make_client, backend, idp) -> None:

@@ -153,3 +153,56 @@ def test_store_never_replaces_a_newer_version() -> None:
     assert 0 < client.ttl(key) <= 50
     client.set(key, "garbage")
     assert store_attributes(client, sample(version=1), 100, "p") is True
+
+
+def test_an_invalidation_is_compact_json_of_the_current_schema() -> None:
+    from flask_rbac_abac.model import SCHEMA_VERSION, Invalidation
+
+    message = Invalidation(7, "billing_api", 3).to_json()
+    assert message == (
+        f'{{"schema":{SCHEMA_VERSION},"user_id":7,"service_name":"billing_api","version":3}}'
+    )
+    assert Invalidation.from_json(message) == Invalidation(7, "billing_api", 3)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"{", r"^invalidation is not JSON: "),
+        ("[1]", r"^invalidation has no supported schema version$"),
+        ('{"schema": -1, "user_id": 7}', r"^invalidation has no supported schema version$"),
+        ("VERSIONED:true", r"^invalidation version must be an integer$"),
+        ("VERSIONED:1.5", r"^invalidation version must be an integer$"),
+        ("USER:true", r"^invalid user_id True: expected"),
+        ('SERVICE:"bad name!"', r"^invalid service_name 'bad name!': expected"),
+    ],
+)
+def test_a_bad_invalidation_says_what_is_wrong(raw: str | bytes, message: str) -> None:
+    from flask_rbac_abac.model import SCHEMA_VERSION, Invalidation
+
+    if isinstance(raw, str) and ":" in raw and raw.split(":", 1)[0].isupper():
+        field, value = raw.split(":", 1)
+        body = {"schema": SCHEMA_VERSION, "user_id": 7, "service_name": "s", "version": 1}
+        body[{"VERSIONED": "version", "USER": "user_id", "SERVICE": "service_name"}[field]] = (
+            json.loads(value)
+        )
+        raw = json.dumps(body)
+    with pytest.raises(DecodeError, match=message):
+        Invalidation.from_json(raw)
+
+
+@pytest.mark.parametrize("prefix", [5, None, b"rbac", "", "a b", "x" * 65])
+def test_a_bad_key_prefix_is_refused_with_the_alphabet(prefix: object) -> None:
+    from flask_rbac_abac.keys import validate_prefix
+
+    with pytest.raises(InvalidKeyPart, match=r"expected 1-64 characters from A-Z a-z 0-9 _ \. -"):
+        validate_prefix(prefix)
+
+
+def test_the_largest_user_id_a_token_may_name() -> None:
+    from flask_rbac_abac.errors import InvalidIdentity
+    from flask_rbac_abac.identity import MAX_SUBJECT_ID, subject_user_id
+
+    assert subject_user_id(str(MAX_SUBJECT_ID)) == 2**63 - 1
+    with pytest.raises(InvalidIdentity, match="the token's sub is not a user id"):
+        subject_user_id(str(MAX_SUBJECT_ID + 1))

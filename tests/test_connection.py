@@ -49,7 +49,7 @@ def test_dead_redis_fails_fast(free_port: int) -> None:
     started = time.perf_counter()
     with pytest.raises(Exception, match="Error"):
         client.get("x")
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < 2.0  # refused at once; a hang would be unbounded
 
 
 @pytest.fixture

@@ -339,7 +339,7 @@ def test_rs256_tokens(backend, key_prefix, idp) -> None:
     assert client.get("/invoices", headers=hs).status_code == 401
 
 
-def test_verified_tokens_are_cached_until_exp(app, client) -> None:
+def test_a_verified_token_is_not_verified_again_while_cached(app, client) -> None:
     headers = bearer(1)
     with pytest.MonkeyPatch.context() as patch:
         assert client.get("/invoices", headers=headers).status_code == 200

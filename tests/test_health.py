@@ -42,7 +42,7 @@ def test_report_never_waits_for_a_probe_and_probes_at_most_once_per_interval() -
         started = time.monotonic()
         for _ in range(50):
             assert state.report() == {"idp": "degraded"}
-        assert time.monotonic() - started < 0.5
+        assert time.monotonic() - started < 2.5  # the probe holds 5 s: none of this waited on it
         assert wait_for(lambda: len(calls) == 1)
         clock.now += 5  # due again, but the first probe still runs: no second one
         state.report()

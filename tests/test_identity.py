@@ -77,3 +77,36 @@ def test_an_expired_cached_token_is_dropped_and_not_served_again() -> None:
     # clock, still accepts it), so a dropped entry is not a stuck denial either.
     clock.now = exp - 10
     assert v.user_id(header) == 1
+
+
+def test_verifier_for_builds_the_verifier_the_settings_describe() -> None:
+    from flask_rbac_abac.config import Settings
+    from flask_rbac_abac.defaults import DEFAULT_ASYMMETRIC_ALGORITHMS
+    from flask_rbac_abac.identity import JWKSKeys, verifier_for
+
+    assert verifier_for(Settings(service_name="s")) is None
+    settings = Settings(
+        service_name="s", jwt_secret=JWT_SECRET, jwt_issuer="iss-x", token_cache_size=3
+    )
+    verifier = verifier_for(settings)
+    assert verifier is not None
+    assert (list(verifier._algorithms), verifier._issuer) == (["HS256"], "iss-x")
+    token = jwt.encode(
+        {"sub": "7", "aud": "rbac-abac", "iss": "iss-x", "exp": int(time.time()) + 60},
+        JWT_SECRET,
+        algorithm="HS256",
+    )
+    assert verifier.user_id(f"Bearer {token}") == 7
+    jwks = verifier_for(
+        Settings(
+            service_name="s",
+            jwks_url="http://idp.test/jwks",
+            jwks_timeout=1.5,
+            jwks_lifespan=77,
+            max_stale=9.0,
+        )
+    )
+    assert jwks is not None and list(jwks._algorithms) == list(DEFAULT_ASYMMETRIC_ALGORITHMS)
+    assert isinstance(jwks._keys, JWKSKeys)
+    assert (jwks._keys._max_stale, jwks._keys._client.jwk_set_cache.lifespan) == (9.0, 77)
+    assert jwks._keys._client.timeout == 1.5

@@ -100,3 +100,37 @@ def test_unknown_users_are_forgotten_on_any_eviction_or_value() -> None:
     ticket = cache.ticket(KEY)
     cache.evict(KEY)
     assert not cache.put_unknown(KEY, ticket)  # an answer from before the eviction
+
+
+def test_a_stale_entry_reports_its_age_since_it_was_stored() -> None:
+    clock = Clock()
+    cache = LocalCache(10, ttl=60, max_stale=30, timer=clock)
+    clock.now = 10
+    cache.put(KEY, attrs(1), cache.ticket(KEY))
+    clock.now = 80
+    assert cache.get_stale(KEY) == (attrs(1), 70)
+
+
+def test_every_user_wide_eviction_invalidates_the_tickets_taken_before_it() -> None:
+    cache = LocalCache(10, ttl=60)
+    cache.evict_user(7)
+    ticket = cache.ticket(KEY)  # taken after the first eviction ...
+    cache.evict_user(7)  # ... and outdated by the second
+    assert not cache.put(KEY, attrs(1), ticket)
+    assert cache.get(KEY) is None
+
+
+def test_an_unknown_user_drops_the_value_held_for_it() -> None:
+    cache = LocalCache(10, ttl=60)
+    cache.put(KEY, attrs(1), cache.ticket(KEY))
+    assert cache.put_unknown(KEY, cache.ticket(KEY))
+    assert cache.get(KEY) is None
+    assert cache.is_unknown(KEY)
+
+
+def test_every_flush_invalidates_the_tickets_taken_before_it() -> None:
+    cache = LocalCache(10, ttl=60)
+    cache.clear()
+    ticket = cache.ticket(KEY)  # taken after the first flush ...
+    cache.clear()  # ... and outdated by the second
+    assert not cache.put(KEY, attrs(1), ticket)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from flask_rbac_abac import UserAttributes, attribute, permission, predicate, requires, role
-from flask_rbac_abac.rules import Context
+from flask_rbac_abac.rules import Context, UnlikeTypes, strictly_equal
 
 USER = UserAttributes(
     user_id=1,
@@ -59,7 +59,10 @@ def test_environment_predicate() -> None:
         lambda user, resource, env: env["method"] == "GET", "reads only", with_environment=True
     )
     assert decide(rule, request=FakeRequest()).allowed
-    assert not decide(rule).allowed  # no request: an empty environment
+    # No request: the environment is empty, so env["method"] raises KeyError, which the
+    # evaluator turns into a rule error (the third value: denied, never allowed).
+    decision = decide(rule)
+    assert (decision.allowed, decision.code) == (False, "rule_error")
 
 
 def test_bad_rule_construction() -> None:
@@ -202,3 +205,92 @@ def test_a_failed_comparison_is_logged_with_types_not_values(caplog) -> None:
     assert "cannot compare a string with a number" in caplog.text
     assert "predicate 'denied by policy' returned a str, not a bool" in caplog.text
     assert "123-45" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("value", "expected", "equal"),
+    [
+        (1, 1.0, True),
+        (1, 2, False),
+        ("a", "a", True),
+        ("a", "b", False),
+        (None, None, True),
+        (True, True, True),
+        (True, False, False),
+        ([1, "x"], (1, "x"), True),
+        ([1, "x"], [1, "y"], False),
+        ([1], [1, 1], False),
+        ([], [], True),
+        ({"a": [1]}, {"a": [1]}, True),
+        ({"a": 1}, {"a": 2}, False),
+        ({"a": 1}, {"b": 1}, False),
+        ({"a": 1}, {"a": 1, "b": 1}, False),
+    ],
+)
+def test_strictly_equal_compares_json_values(value, expected, equal) -> None:
+    assert strictly_equal(value, expected) is equal
+    assert strictly_equal(expected, value) is equal
+
+
+@pytest.mark.parametrize(
+    ("value", "expected", "message"),
+    [
+        (True, 1, "cannot compare a bool with a number"),
+        (0, False, "cannot compare a number with a bool"),
+        ("1", 1, "cannot compare a string with a number"),
+        (None, "", "cannot compare a null with a string"),
+        ([1], {"a": 1}, "cannot compare a array with a object"),
+        ([True], [1], "cannot compare a bool with a number"),
+        ({"a": 1}, {"a": "1"}, "cannot compare a number with a string"),
+        (b"x", "x", "cannot compare a bytes with a string"),
+    ],
+)
+def test_strictly_equal_refuses_unlike_types_naming_only_the_types(
+    value, expected, message
+) -> None:
+    with pytest.raises(UnlikeTypes, match=message) as raised:
+        strictly_equal(value, expected)
+    assert str(raised.value).startswith("cannot compare a ")
+
+
+def test_denials_carry_exact_codes_and_are_false_not_falsy() -> None:
+    seen = []
+
+    def check(user, resource) -> bool:
+        seen.append((user, resource))
+        return False
+
+    decision = decide(predicate(check, "never"), resource="doc-1")
+    assert (decision.allowed, decision.reason, decision.code) == (
+        False,
+        "never",
+        "predicate_failed",
+    )
+    assert decision.allowed is False and seen == [(USER, "doc-1")]
+    decision = decide(attribute("region", "eu"))
+    assert decision.allowed is False
+    assert (decision.reason, decision.code) == ("missing attribute: region", "missing_attribute")
+    decision = decide(role("admin"))
+    assert decision.allowed is False and decision.code == "missing_role"
+
+
+def test_any_of_denial_joins_reasons_and_takes_the_first_code() -> None:
+    decision = decide(role("admin") | attribute("region", "eu"))
+    assert decision.allowed is False
+    assert decision.reason == "missing role: one of admin; missing attribute: region"
+    assert decision.code == "missing_role"
+
+
+def test_an_attribute_check_returning_a_non_bool_is_named_in_the_log(caplog) -> None:
+    decision = decide(attribute("clearance", lambda v: "yes"))
+    assert (decision.allowed, decision.code) == (False, "rule_error")
+    assert "the check of attribute clearance returned a str, not a bool" in caplog.text
+
+
+def test_only_a_denial_may_carry_the_rule_error_code() -> None:
+    from flask_rbac_abac.rules import RULE_ERROR, Decision
+
+    assert Decision(False, "boom", RULE_ERROR).allowed is False
+    assert Decision(True, "fine", "").allowed is True
+    with pytest.raises(ValueError):
+        Decision(True, "boom", RULE_ERROR)

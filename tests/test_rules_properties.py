@@ -25,7 +25,7 @@ from flask_rbac_abac import predicate as predicate_rule
 from flask_rbac_abac import role as role_rule
 from flask_rbac_abac.rules import Context
 
-from .conftest import SERVICE, FakeIdP, bearer, library_config
+from .conftest import SERVICE, FakeIdP, bearer, examples, library_config
 
 ROLES = ("admin", "accountant", "viewer", "banned")
 PERMISSIONS = ("invoice:read", "invoice:write", "report:read")
@@ -209,7 +209,9 @@ def with_leaf_raising(tree: tuple[Any, ...], index: int) -> tuple[tuple[Any, ...
     return new, index < next(counter)
 
 
-RULES = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+RULES = settings(
+    max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 # -- properties -----------------------------------------------------------------------------
@@ -279,7 +281,7 @@ user_ids = itertools.count(1000)
 
 
 @settings(
-    max_examples=60,
+    max_examples=examples(60),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

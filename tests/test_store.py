@@ -16,11 +16,20 @@ from hypothesis import strategies as st
 
 from flask_rbac_abac.keys import attributes_key
 from flask_rbac_abac.model import UserAttributes
-from flask_rbac_abac.store import StoreResult, store_attributes, write_attributes
+from flask_rbac_abac.store import (
+    StoreResult,
+    store_attributes,
+    write_attributes,
+    write_attributes_batch,
+)
+
+from .conftest import examples
 
 _users = itertools.count(1)
 JUNK_SETTINGS = settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(60),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 
 
@@ -193,3 +202,45 @@ def test_valid_entries_follow_the_version_rule(backend, key_prefix, there, ours,
 @pytest.mark.parametrize("result", list(StoreResult))
 def test_landed_means_the_value_is_in_redis(result):
     assert result.landed is (result is not StoreResult.KEPT_NEWER)
+
+
+def test_the_largest_exact_version_is_valid_and_the_next_one_is_corrupt(backend, key_prefix):
+    """The bound is 2**53 - 1 exactly (Lua numbers are doubles); off by one either way fails."""
+    largest = plant(backend, key_prefix, entry(1, 2**53 - 1), ttl=3600)
+    assert write_attributes(backend, attrs(largest, 5), 60, key_prefix) is StoreResult.KEPT_NEWER
+    assert stored(backend, key_prefix, largest).version == 2**53 - 1
+    beyond = plant(backend, key_prefix, entry(1, 2**53), ttl=3600)
+    assert write_attributes(backend, attrs(beyond, 5), 60, key_prefix) is StoreResult.REPAIRED
+    assert stored(backend, key_prefix, beyond).version == 5
+
+
+def test_a_batch_writes_each_entry_by_the_version_rule_with_its_own_ttl(backend, key_prefix):
+    """Like write_attributes, per entry: the script loaded on NOSCRIPT, the results in order."""
+    if type(backend).__module__.startswith("fakeredis"):  # never SCRIPT FLUSH the shared Redis
+        backend.script_flush()  # so the batch meets NOSCRIPT and loads the script itself
+    newer = plant(backend, key_prefix, entry(1, 9), ttl=3600)
+    corrupt = plant(backend, key_prefix, b"junk", ttl=3600)
+    fresh = next(_users)
+    batch = [(attrs(newer, 5), 60), (attrs(corrupt, 5), 120), (attrs(fresh, 5, "viewer"), 300)]
+    results = write_attributes_batch(backend, batch, key_prefix)
+    assert results == [StoreResult.KEPT_NEWER, StoreResult.REPAIRED, StoreResult.WRITTEN]
+    assert stored(backend, key_prefix, newer).version == 9
+    assert stored(backend, key_prefix, corrupt) == attrs(corrupt, 5)
+    assert stored(backend, key_prefix, fresh) == attrs(fresh, 5, "viewer")
+    assert 3590 <= backend.ttl(key(key_prefix, newer)) <= 3600
+    assert 110 <= backend.ttl(key(key_prefix, corrupt)) <= 120
+    assert 290 <= backend.ttl(key(key_prefix, fresh)) <= 300
+    # The script is loaded now: a second batch needs no reload and answers the same way.
+    again = write_attributes_batch(backend, [(attrs(fresh, 6), 300)], key_prefix)
+    assert again == [StoreResult.WRITTEN]
+    assert write_attributes_batch(backend, [], key_prefix) == []
+
+
+def test_a_batch_raises_an_entrys_error_after_writing_the_others(backend, key_prefix):
+    fine = next(_users)
+    wrong_type = next(_users)
+    backend.hset(key(key_prefix, wrong_type), "field", "value")  # GET on a hash: WRONGTYPE
+    batch = [(attrs(fine, 1), 60), (attrs(wrong_type, 1), 60)]
+    with pytest.raises(Exception, match="WRONGTYPE"):
+        write_attributes_batch(backend, batch, key_prefix)
+    assert stored(backend, key_prefix, fine) == attrs(fine, 1)

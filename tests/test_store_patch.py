@@ -263,3 +263,15 @@ def test_a_patch_equals_the_full_rebuild_of_the_new_state(backend, key_prefix, b
     )
     assert result is PatchResult.PATCHED
     assert stored(backend, key_prefix, user_id) == rebuilt(user_id, after, "viewer")
+
+
+def test_a_nested_value_is_written_in_canonical_key_order(backend, key_prefix):
+    """A patched-in object is encoded with sorted keys, as the full encoding sorts them."""
+    user_id = seed(backend, key_prefix, {"dept": "ops"}, "admin")
+    nested = {"zone": "eu", "alpha": 1, "mid": {"y": 2, "b": 3}}
+    assert patch(backend, key_prefix, user_id, set_attributes={"office": nested}) is (
+        PatchResult.PATCHED
+    )
+    raw = backend.get(attributes_key(key_prefix, SERVICE, user_id)).decode()
+    assert raw == encode_value(rebuilt(user_id, {"dept": "ops", "office": nested}, "admin"))
+    assert '"office":{"alpha":1,"mid":{"b":3,"y":2},"zone":"eu"}' in raw

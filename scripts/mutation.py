@@ -1,0 +1,145 @@
+"""Mutation testing of the modules that hold the promise, with mutmut (configured in setup.cfg).
+
+``python scripts/mutation.py full`` runs every mutant and prints the score per module;
+``python scripts/mutation.py sample`` runs a fixed sample (a seed picks ``--count`` mutants)
+for ``make test``. Both fail when a mutant that is not listed as equivalent in
+``tests/MUTANTS.md`` survives (``full``: when the score is under ``--minimum`` percent).
+
+Why a driver: mutmut prints progress, not a verdict, and knows nothing of the mutants we have
+shown to be equivalent; this script turns its results into a score and an exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MUTMUT = [sys.executable, "-m", "mutmut"]
+EQUIVALENT_LIST = ROOT / "tests" / "MUTANTS.md"
+#: mutmut's statuses that mean a test noticed the mutant.
+KILLED = {"killed", "timeout"}
+#: The mutants scored: every function of the modules setup.cfg names, except the JWKS key
+#: source (``identity.JWKSKeys``), whose tests run HTTP servers (about 10 s per mutant: the
+#: full run would take over half an hour on two cores); tests/test_jwks.py covers it.
+SCOPE = [
+    "flask_rbac_abac.rules.*",
+    "flask_rbac_abac.identity.x_*",
+    "flask_rbac_abac.identity.xǁ_StaticKeyǁ*",
+    "flask_rbac_abac.identity.xǁJWTVerifierǁ*",
+    "flask_rbac_abac.local_cache.*",
+    "flask_rbac_abac.store.*",
+    "flask_rbac_abac.enforcement.*",
+    "flask_rbac_abac.keys.*",
+    "flask_rbac_abac.model.*",
+]
+
+
+def mutmut(*args: str) -> str:
+    """Run mutmut in the project root with the mutation-run environment; its stdout."""
+    env = {**os.environ, "MUTATION_RUN": "1", "CI": ""}
+    result = subprocess.run(  # noqa: S603 - our own interpreter and mutmut, fixed arguments
+        [*MUTMUT, *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        sys.stderr.write(result.stdout[-4000:] + result.stderr[-4000:])
+        raise SystemExit(f"mutmut {args[0]} failed with exit status {result.returncode}")
+    return result.stdout
+
+
+def statuses() -> dict[str, str]:
+    """Every generated mutant's name and mutmut's status for it."""
+    found = {}
+    for line in mutmut("results", "--all", "true").splitlines():
+        name, sep, status = line.strip().rpartition(": ")
+        if sep and any(fnmatch.fnmatchcase(name, pattern) for pattern in SCOPE):
+            found[name] = status
+    return found
+
+
+def equivalent() -> set[str]:
+    """The mutants tests/MUTANTS.md lists as equivalent (a backquoted name opening a bullet)."""
+    text = EQUIVALENT_LIST.read_text(encoding="utf-8")
+    return set(re.findall(r"^- `([^`]+__mutmut_\d+)`", text, flags=re.MULTILINE))
+
+
+def known_open() -> set[str]:
+    """Survivors tests/MUTANTS.md lists as open work (not equivalent: still counted)."""
+    text = EQUIVALENT_LIST.read_text(encoding="utf-8")
+    return set(re.findall(r"^- (flask_rbac_abac\S+__mutmut_\d+)$", text, flags=re.MULTILINE))
+
+
+def module(name: str) -> str:
+    return name.split(".x", 1)[0]
+
+
+def report(results: dict[str, str], equivalents: set[str]) -> tuple[float, list[str]]:
+    """Print the score per module; return the overall score and the unexplained survivors."""
+    counted = {name: status for name, status in results.items() if name not in equivalents}
+    per_module: dict[str, Counter[str]] = defaultdict(Counter)
+    for name, status in counted.items():
+        per_module[module(name)]["killed" if status in KILLED else "alive"] += 1
+    for name in sorted(per_module):
+        tally = per_module[name]
+        total = tally["killed"] + tally["alive"]
+        print(f"{name:40} {tally['killed']:4}/{total:<4} {100 * tally['killed'] / total:6.1f} %")
+    killed = sum(status in KILLED for status in counted.values())
+    score = 100 * killed / len(counted) if counted else 100.0
+    survivors = sorted(name for name, status in counted.items() if status not in KILLED)
+    total = f"{killed:4}/{len(counted):<4} {score:6.1f} %"
+    print(f"{'all':40} {total}  ({len(equivalents)} equivalent, not counted)")
+    return score, survivors
+
+
+def full(minimum: float, children: int) -> int:
+    shutil.rmtree(ROOT / "mutants", ignore_errors=True)
+    mutmut("run", "--max-children", str(children), *SCOPE)
+    score, survivors = report(statuses(), equivalent())
+    for name in survivors:
+        print(f"survived: {name}   (mutmut show {name})")
+    print(f"mutation score: {score:.1f} % (minimum {minimum} %)")
+    return 0 if score >= minimum else 1
+
+
+def sample(count: int, seed: int, children: int) -> int:
+    shutil.rmtree(ROOT / "mutants", ignore_errors=True)
+    # One small module's first mutant generates every mutant and the test map; then the sample.
+    mutmut("run", "--max-children", str(children), "flask_rbac_abac.keys.*__mutmut_1")
+    names = sorted(set(statuses()) - equivalent())
+    sampler = random.Random(seed)  # noqa: S311 - a fixed, reproducible sample, not a secret
+    chosen = sorted(sampler.sample(names, min(count, len(names))))
+    mutmut("run", "--max-children", str(children), *chosen)
+    results = statuses()
+    survivors = [name for name in chosen if results.get(name) not in KILLED]
+    # A survivor listed as open work is known; any other one is a regression of the tests.
+    regressions = [name for name in survivors if name not in known_open()]
+    for name in survivors:
+        known = "known, open in tests/MUTANTS.md" if name not in regressions else "REGRESSION"
+        print(f"survived: {name} ({results.get(name)}, {known})   (mutmut show {name})")
+    print(f"mutation sample (seed {seed}): {len(chosen) - len(survivors)}/{len(chosen)} killed")
+    return 1 if regressions else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=["full", "sample"])
+    parser.add_argument("--count", type=int, default=40, help="mutants in the sample")
+    parser.add_argument("--seed", type=int, default=12, help="picks the sample")
+    parser.add_argument("--minimum", type=float, default=90.0, help="score `full` requires")
+    parser.add_argument("--children", type=int, default=2, help="mutants run in parallel")
+    args = parser.parse_args(argv)
+    if args.mode == "full":
+        return full(args.minimum, args.children)
+    return sample(args.count, args.seed, args.children)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,48 @@
+"""``enforce()`` inside a view: the rule sees the resource it is given; without the extension
+the error says how to set it up."""
+
+from __future__ import annotations
+
+import pytest
+from flask import Flask
+
+from flask_rbac_abac import RBACABAC, predicate
+from flask_rbac_abac.enforcement import enforce
+
+from .conftest import FakeIdP, bearer, library_config
+
+
+def test_enforce_passes_the_resource_to_the_rule(fake_idp: FakeIdP, key_prefix: str) -> None:
+    fake_idp.add(1, roles=["viewer"])
+    app = Flask(__name__)
+    app.config.update(library_config(key_prefix))
+    RBACABAC().init_app(app, redis=fake_idp.client)
+    seen = []
+
+    def owns(user, resource) -> bool:
+        seen.append(resource)
+        return resource == {"owner": user.user_id}
+
+    @app.get("/docs/<int:owner>")
+    def document(owner: int) -> object:
+        return {"allowed": enforce(predicate(owns, "owner only"), {"owner": owner}).allowed}
+
+    client = app.test_client()
+    assert client.get("/docs/1", headers=bearer(1)).json == {"allowed": True}
+    denied = client.get("/docs/2", headers=bearer(1))
+    assert denied.status_code == 403
+    assert denied.json["reason"] == "predicate_failed"
+    assert seen == [{"owner": 1}, {"owner": 2}]
+
+
+def test_enforce_without_the_extension_says_how_to_initialise_it() -> None:
+    app = Flask(__name__)
+    with (
+        app.test_request_context("/"),
+        pytest.raises(
+            RuntimeError,
+            match=r"^flask_rbac_abac is not initialised on this app: "
+            r"call RBACABAC\(app\) or init_app\(app\)$",
+        ),
+    ):
+        enforce(predicate(lambda user, resource: True, "any"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from flask import (
     Blueprint,
@@ -104,18 +104,17 @@ def attempt(change: Callable[[], T]) -> T | None:
         return None
 
 
-def commit_and_deliver(
-    sync: ops.Sync | None,
-    action: str,
-    user_id: int | None,
-    target: str | None,
-    before: Any,
-    after: Any,
-) -> None:
+def commit_and_deliver(sync: ops.Sync | None) -> None:
     """Commit, then tell Redis (the outbox retries if this fails).
 
-    The operation already recorded its audit entry under :func:`actor` (set per request).
+    The operation recorded its own audit entry under :func:`actor` (set per request).
     """
     db.session.commit()
     if sync is not None:
         outbox.deliver(sync)
+
+
+def record_cache_action(action: str, user_id: int, service_name: str) -> None:
+    """Audit a console action no operation records (refresh now, invalidate), and commit."""
+    ops.audit.record(actor(), action, user_id, service_name, None, None)
+    db.session.commit()

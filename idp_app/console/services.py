@@ -55,7 +55,7 @@ def create_service() -> BaseResponse | str:
         result = ops.register_service(name, manifest, ops.UNCHANGED)
         if not result.created:
             raise ApiError(409, f"service {name!r} already exists")
-        commit_and_deliver(result.sync, "register_service", None, name, None, manifest)
+        commit_and_deliver(result.sync)
         return str(result.token)
 
     token = attempt(change)
@@ -71,15 +71,13 @@ def service(name: str) -> str:
 
 @bp.post("/services/<name>/manifest")
 def edit_manifest(name: str) -> BaseResponse:
-    before = _detail(name)
+    _detail(name)  # 404 for an unregistered service: this page never creates one
 
     def change() -> bool:
         manifest = validation.manifest(_json_field("roles", "the manifest"))
         visible = validation.visible_attributes(_json_field("attributes", "the attributes"))
         result = ops.register_service(name, manifest, visible)
-        after = {"roles": manifest, "attributes": visible}
-        prior = {"roles": before["roles"], "attributes": before["attributes"]}
-        commit_and_deliver(result.sync, "edit_manifest", None, name, prior, after)
+        commit_and_deliver(result.sync)
         return True
 
     if attempt(change):
@@ -92,8 +90,8 @@ def issue_token(name: str) -> BaseResponse | str:
     _detail(name)
 
     def change() -> str:
-        token_id, token = ops.issue_service_token(name)
-        commit_and_deliver(None, "issue_token", None, name, None, {"token_id": token_id})
+        _, token = ops.issue_service_token(name)
+        commit_and_deliver(None)
         return str(token)
 
     token = attempt(change)
@@ -106,7 +104,7 @@ def issue_token(name: str) -> BaseResponse | str:
 def revoke_token(name: str, token_id: int) -> BaseResponse:
     def change() -> bool:
         ops.revoke_service_token(name, token_id)
-        commit_and_deliver(None, "revoke_token", None, name, {"token_id": token_id}, None)
+        commit_and_deliver(None)
         return True
 
     if attempt(change):

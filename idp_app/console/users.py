@@ -14,7 +14,7 @@ from .. import cache, refresh, validation
 from ..domain_errors import UserNotFound
 from ..errors import ApiError
 from . import ops
-from .blueprint import attempt, bp, commit_and_deliver
+from .blueprint import attempt, bp, commit_and_deliver, record_cache_action
 
 PAGE_SIZE = 25
 
@@ -81,12 +81,12 @@ def _back(user_id: int) -> BaseResponse:
 
 @bp.post("/users/<user_id:user_id>/roles/<service_name>")
 def set_roles(user_id: int, service_name: str) -> BaseResponse:
-    before = _detail(user_id)["services"].get(service_name, {}).get("roles")
+    _detail(user_id)  # 404 for an unknown user
 
     def change() -> list[str]:
         roles = validation.names(request.form.getlist("roles"), "roles")
         _, sync = ops.set_roles(user_id, validation.service_name(service_name), roles)
-        commit_and_deliver(sync, "set_roles", user_id, service_name, before, roles)
+        commit_and_deliver(sync)
         return roles
 
     if attempt(change) is not None:
@@ -96,11 +96,11 @@ def set_roles(user_id: int, service_name: str) -> BaseResponse:
 
 @bp.post("/users/<user_id:user_id>/roles/<service_name>/remove")
 def remove_roles(user_id: int, service_name: str) -> BaseResponse:
-    before = _detail(user_id)["services"].get(service_name, {}).get("roles")
+    _detail(user_id)  # 404 for an unknown user
 
     def change() -> bool:
         sync = ops.remove_roles(user_id, validation.service_name(service_name))
-        commit_and_deliver(sync, "remove_roles", user_id, service_name, before, [])
+        commit_and_deliver(sync)
         return True
 
     if attempt(change):
@@ -128,7 +128,7 @@ def update_attributes(user_id: int) -> BaseResponse | tuple[str, int]:
         if not changes:
             raise ApiError(400, "no attributes changed")
         _, _, sync = ops.update_attributes(user_id, changes)
-        commit_and_deliver(sync, "update_attributes", user_id, None, before, wanted)
+        commit_and_deliver(sync)
         return True
 
     if attempt(change):
@@ -140,7 +140,7 @@ def update_attributes(user_id: int) -> BaseResponse | tuple[str, int]:
 def deactivate(user_id: int) -> BaseResponse:
     def change() -> bool:
         sync = ops.deactivate_user(user_id)
-        commit_and_deliver(sync, "deactivate", user_id, None, {"active": True}, {"active": False})
+        commit_and_deliver(sync)
         return True
 
     if attempt(change):
@@ -152,7 +152,7 @@ def deactivate(user_id: int) -> BaseResponse:
 def activate(user_id: int) -> BaseResponse:
     def change() -> bool:
         sync = ops.activate_user(user_id)
-        commit_and_deliver(sync, "activate", user_id, None, {"active": False}, {"active": True})
+        commit_and_deliver(sync)
         return True
 
     if attempt(change):
@@ -166,7 +166,7 @@ def refresh_now(user_id: int, service_name: str) -> BaseResponse:
 
     def change() -> bool:
         done = refresh.refresh_user(user_id, validation.service_name(service_name))
-        commit_and_deliver(None, "cache_refresh", user_id, service_name, None, None)
+        record_cache_action("cache_refresh", user_id, service_name)
         return done.cached
 
     cached = attempt(change)
@@ -180,6 +180,6 @@ def invalidate(user_id: int, service_name: str) -> BaseResponse:
     """Delete the Redis entry and tell every service to drop its copy."""
     name = validation.service_name(service_name)
     ok = cache.evict(user_id, [name]) and cache.publish(Invalidation(user_id, name, None))
-    commit_and_deliver(None, "cache_invalidate", user_id, name, None, None)
+    record_cache_action("cache_invalidate", user_id, name)
     flash("invalidated" if ok else "Redis failed: nothing invalidated", "info" if ok else "error")
     return _back(user_id)

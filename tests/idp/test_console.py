@@ -16,7 +16,7 @@ import pytest
 from click.testing import Result
 
 from flask_rbac_abac.shared import attributes_key
-from idp_app import db
+from idp_app import audit, db
 from idp_app.console.signin import create_admin
 
 from .conftest import Api
@@ -254,6 +254,14 @@ def test_cache_invalidate_and_refresh_now(
     console.post(f"/admin/users/{user_id}/cache/billing_api/refresh")
     assert real_redis.exists(key) == 1
     assert 0 < real_redis.ttl(key) <= console_app.config["RBAC_ABAC_CACHE_TTL"]
+    # Neither is an operation of the API, so the console audits both itself, once each.
+    with console_app.app_context():
+        entries, _ = audit.list_entries(user_id, 50, None)
+    actions = [(e.action, e.actor, e.target) for e in entries if e.action.startswith("cache_")]
+    assert sorted(actions) == [
+        ("cache_invalidate", f"console:{ADMIN_USER}", "billing_api"),
+        ("cache_refresh", f"console:{ADMIN_USER}", "billing_api"),
+    ]
 
 
 def test_service_create_token_once_rotate_and_revoke(console: Console, console_app: Any) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 #: The extension's key in ``app.extensions``.
 EXTENSION_KEY = "rbac_abac"
+#: The key in ``app.extensions`` of the app's own state: its settings, client and verifier.
+STATE_KEY = "rbac_abac.state"
 #: The ``g`` attribute holding the caller's user id, once resolved in this request.
 G_IDENTITY = "_rbac_abac_identity"
 #: The ``g`` attribute holding the caller's :class:`UserAttributes`, once loaded in this request.

@@ -14,10 +14,10 @@ import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from flask import current_app, request
-from werkzeug.exceptions import HTTPException
+from flask import current_app
+from flask.globals import app_ctx
 
-from ._names import EXTENSION_KEY, PASS_THROUGH_METHODS, RULES_ATTR
+from ._names import EXTENSION_KEY, RULES_ATTR
 from .routes import record_wrapped
 
 if TYPE_CHECKING:
@@ -28,8 +28,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def extension() -> Any:
     """The current app's :class:`~flask_rbac_abac.RBACABAC`; ``RuntimeError`` when absent."""
+    return _extension_of(current_app._get_current_object())  # type: ignore[attr-defined]
+
+
+def _extension_of(app: Any) -> Any:
     try:
-        return current_app.extensions[EXTENSION_KEY]
+        return app.extensions[EXTENSION_KEY]
     except KeyError:
         raise RuntimeError(
             "flask_rbac_abac is not initialised on this app: call RBACABAC(app) or init_app(app)"
@@ -44,9 +48,9 @@ def enforce(rule: Rule, resource: Any = None) -> Decision:
 def protect(rule: Rule, resource: Callable[..., Any] | None = None) -> Callable[[F], F]:
     """The view decorator behind :func:`~flask_rbac_abac.requires` (``rule`` is a rule).
 
-    :param resource: called with the view's keyword arguments; its result is the ``resource``
-        that ABAC predicates see. An HTTP error it raises (e.g. 404) passes through; any other
-        exception denies.
+    :param resource: called with the view's keyword arguments, after the caller's identity and
+        attributes are loaded; its result is the ``resource`` that ABAC predicates see. An HTTP
+        error it raises (e.g. 404) passes through; any other exception denies.
     """
 
     def decorator(view: F) -> F:
@@ -54,19 +58,12 @@ def protect(rule: Rule, resource: Callable[..., Any] | None = None) -> Callable[
 
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if request.method not in PASS_THROUGH_METHODS:
-                ext = extension()
-                target = None
-                if resource is not None:
-                    try:
-                        target = resource(**kwargs)
-                    except HTTPException:
-                        raise
-                    except Exception:
-                        ext.deny_for_error(rule)
-                ext.authorize(rule, target)
+            ctx = app_ctx._get_current_object()  # type: ignore[attr-defined]
+            app = ctx.app
+            ext = app.extensions.get(EXTENSION_KEY) or _extension_of(app)
+            ext.guard(ctx, rule, resource, kwargs)
             if is_async:
-                return current_app.ensure_sync(view)(*args, **kwargs)
+                return app.ensure_sync(view)(*args, **kwargs)
             return view(*args, **kwargs)
 
         setattr(wrapper, RULES_ATTR, (*getattr(view, RULES_ATTR, ()), rule))

@@ -1,27 +1,31 @@
-"""The Flask extension: configuration, the before-request hook and the decision responses.
+"""The Flask extension: configuration, the route guard and the decision responses.
 
-A request to a protected view goes: identity (401 without one) -> attributes through the client
-(503 when they cannot be obtained, 403 for a user unknown to the IdP) -> the view's rule (403 with
-the reason when it denies). Unknown is never allowed.
+A request to a protected view goes, inside the view's rule wrapper (:mod:`.enforcement`, which
+calls :meth:`RBACABAC.guard`): identity (401 without one) -> attributes through the client (503
+when they cannot be obtained, 403 for a user unknown to the IdP) -> the view's rule (403 with the
+reason when it denies). Unknown is never allowed. No hook runs before each request, so a route
+without a rule costs nothing.
 
-Before any of that, the route guard: a view whose rule decorator sits above the route decorator
-is refused (403 ``misplaced_rule``) whatever the configuration, and with
-``RBAC_ABAC_REQUIRE_AUTHORIZATION`` a view with neither a rule nor ``@public`` is refused
-(403 ``no_rule``). How each view is protected is worked out once per endpoint and method
-(:mod:`.routes`) and kept until the app registers another function for that endpoint.
+The route guard: a view whose rule decorator sits above the route decorator is refused (403
+``misplaced_rule``) whatever the configuration, and with ``RBAC_ABAC_REQUIRE_AUTHORIZATION`` a
+view with neither a rule nor ``@public`` is refused (403 ``no_rule``). Each view is judged once
+(:class:`.routes.GuardedViews`: at the first request, and again whenever the app sets another
+function for its endpoint), and only a refused one is wrapped.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
 import requests
-from flask import Flask, Request, Response, current_app, g, request
-from flask.typing import ResponseReturnValue
+from flask import Flask, Request, Response, current_app, g, request, request_started
+from flask.ctx import AppContext
+from werkzeug.exceptions import HTTPException
 
 from . import config, signals
 from ._names import (
@@ -29,6 +33,7 @@ from ._names import (
     G_ATTRIBUTES,
     G_IDENTITY,
     PASS_THROUGH_METHODS,
+    STATE_KEY,
 )
 from .answers import refuse
 from .cli import rbac_abac_cli
@@ -44,8 +49,8 @@ from .errors import (
 from .identity import JWTVerifier, verifier_for
 from .metrics import CONTENT_TYPE, PrometheusMetrics
 from .model import UserAttributes, validate_user_id
-from .routes import Protection, ViewProtection, blueprint_rules, classify, view_name
-from .rules import ERROR, Context, Decision, Rule
+from .routes import GuardedViews, Protection, refused_methods, view_name
+from .rules import ALLOW, ERROR, Context, Decision, Rule
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("flask_rbac_abac.audit")
@@ -66,9 +71,6 @@ class _AppState:
     settings: config.Settings
     client: RedisAttributeClient
     verifier: JWTVerifier | None
-    #: (endpoint, method) -> (the view it was worked out for, its protection).
-    protections: dict[tuple[str, str], tuple[Any, ViewProtection]] = field(default_factory=dict)
-    scanned: bool = False
     #: Closes the client once: at :meth:`RBACABAC.close`, or when the app is garbage collected.
     closer: weakref.finalize[[], Flask] | None = None
 
@@ -102,7 +104,6 @@ class RBACABAC:
         redis: Any = None,
         session: requests.Session | None = None,
     ) -> None:
-        self._states: weakref.WeakKeyDictionary[Flask, _AppState] = weakref.WeakKeyDictionary()
         self._identity_loader: IdentityLoader | None = None
         if app is not None:
             self.init_app(app, redis=redis, session=session)
@@ -126,9 +127,9 @@ class RBACABAC:
         # The client never holds the app strongly, so the app can be collected, and its client
         # closed then (its subscriber thread stopped, its connections released).
         state.closer = weakref.finalize(app, client.close)
-        self._states[app] = state
+        app.extensions[STATE_KEY] = state
         app.extensions[EXTENSION_KEY] = self
-        app.before_request(self._before_request)
+        self._install_guard(app, state)
         if settings.metrics_endpoint is not None:
             self._serve_metrics(app, settings.metrics_endpoint, client)
         app.cli.add_command(rbac_abac_cli)
@@ -156,7 +157,7 @@ class RBACABAC:
     def _state(self, app: Flask | None = None) -> _AppState:
         target = app if app is not None else current_app._get_current_object()  # type: ignore[attr-defined]
         try:
-            return self._states[target]
+            return target.extensions[STATE_KEY]  # type: ignore[no-any-return]
         except KeyError:
             raise RuntimeError("flask_rbac_abac is not initialised on this app") from None
 
@@ -186,45 +187,25 @@ class RBACABAC:
         self._identity_loader = loader
         return loader
 
-    # -- the request path -------------------------------------------------------------------
-    # Proxies (current_app, request, g) are resolved once per call: this runs on every request.
+    # -- the route guard -------------------------------------------------------------------
 
-    def _before_request(self) -> ResponseReturnValue | None:
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
-        state = self._state(app)
-        state.client.listen()
-        req = request._get_current_object()  # type: ignore[attr-defined]
-        if req.method in PASS_THROUGH_METHODS or req.endpoint is None:
-            return None  # a preflight, or a 404/405 that routing already decided
-        kind = self._protection(app, state, req.endpoint, req.method).kind
-        if kind is Protection.PROTECTED:
-            self._load_attributes(state, req, g._get_current_object())
-        elif kind is Protection.MISPLACED:
-            self._refuse(state, MISPLACED_RULE, req)
-        elif kind is Protection.UNPROTECTED and state.settings.require_authorization:
-            self._refuse(state, NO_RULE, req)
-        return None
+    def _install_guard(self, app: Flask, state: _AppState) -> None:
+        """Put the route guard into ``app.view_functions`` (:class:`.routes.GuardedViews`).
 
-    def _protection(
-        self, app: Flask, state: _AppState, endpoint: str, method: str
-    ) -> ViewProtection:
-        """How ``endpoint`` is protected for ``method``, worked out once per registered view."""
-        if not state.scanned:
-            state.scanned = True
-            self._log_misplaced(app)
-        view = app.view_functions.get(endpoint)
-        cached = state.protections.get((endpoint, method))
-        if cached is not None and cached[0] is view:
-            return cached[1]
-        protection = classify(endpoint, view, method, blueprint_rules(app.blueprints, endpoint))
-        state.protections[(endpoint, method)] = (view, protection)
-        return protection
+        Nothing runs before each request: a view the guard refuses is replaced by a wrapper
+        that refuses it, and the views are judged once, at the first request (``request_started``,
+        then disconnected), and each one set after that when it is set. The first request also
+        starts this process's invalidation subscriber (a forked worker's first lookup starts
+        its own).
+        """
+        url_map, blueprints = app.url_map, app.blueprints  # not the app: it must stay collectable
+        required = state.settings.require_authorization
 
-    @staticmethod
-    def _log_misplaced(app: Flask) -> None:
-        """Name every misplaced rule once, at the app's first request, before anyone hits it."""
-        for endpoint, view in app.view_functions.items():
-            if classify(endpoint, view, "GET").kind is Protection.MISPLACED:
+        def judge(endpoint: str, view: Callable[..., Any]) -> Callable[..., Any]:
+            refused = refused_methods(endpoint, view, url_map, blueprints, required)
+            if not refused:
+                return view
+            if Protection.MISPLACED in refused.values():
                 log.error(
                     "view %s (endpoint %r) is registered without its rule: the rule decorator "
                     "is above the route decorator, so the rule never runs; every request to it "
@@ -232,6 +213,75 @@ class RBACABAC:
                     view_name(view),
                     endpoint,
                 )
+            return self._refusing(state, view, refused)
+
+        views = GuardedViews(app.view_functions, judge)
+        app.view_functions = views
+
+        def judge_at_first_request(sender: Flask, **_: Any) -> None:
+            state.client.listen()
+            views.judge_all()
+            request_started.disconnect(judge_at_first_request)  # from every sender: it has one
+
+        request_started.connect(judge_at_first_request, sender=app, weak=False)
+
+    def _refusing(
+        self, state: _AppState, view: Callable[..., Any], refused: dict[str, Protection]
+    ) -> Callable[..., Any]:
+        """``view``, refused for the methods in ``refused`` (403 ``misplaced_rule``/``no_rule``)."""
+
+        @functools.wraps(view)
+        def refused_view(*args: Any, **kwargs: Any) -> Any:
+            req = request._get_current_object()  # type: ignore[attr-defined]
+            kind = refused.get(req.method)
+            if kind is Protection.MISPLACED:
+                self._refuse(state, MISPLACED_RULE, req)
+            if kind is not None:
+                self._refuse(state, NO_RULE, req)
+            return current_app.ensure_sync(view)(*args, **kwargs)
+
+        return refused_view
+
+    # -- the request path -------------------------------------------------------------------
+    # Called by the view wrapper of a protected view (:mod:`.enforcement`), once per request.
+    # Proxies (request, g) are resolved once per call, and nothing is looked up twice.
+
+    def guard(
+        self,
+        ctx: AppContext,
+        rule: Rule,
+        resource: Callable[..., Any] | None,
+        view_args: dict[str, Any],
+    ) -> None:
+        """Authorize the current request for a view protected by ``rule``; aborts 401/403/503.
+
+        The caller's attributes first (so an anonymous caller gets 401, not the resource
+        loader's 404), then the resource for ``view_args``, then the rule: :meth:`Rule.allows`
+        (a role check needs no :class:`Context`), else :meth:`Rule.evaluate`.
+
+        :param ctx: the app context of the request (its app and ``g``).
+        """
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        if req.method in PASS_THROUGH_METHODS:
+            return  # a CORS preflight carries no credentials
+        state = ctx.app.extensions[STATE_KEY]
+        user = self._load_attributes(state, req, ctx.g)
+        target = None
+        if resource is not None:
+            try:
+                target = resource(**view_args)
+            except HTTPException:
+                raise
+            except Exception:
+                self.deny_for_error(rule)
+        try:
+            decision = ALLOW if rule.allows(user) else rule.evaluate(Context(user, target, req))
+        except Exception:  # a custom rule's allows(): an error, never a grant
+            log.exception("authorization rule %r raised; denying", rule)
+            decision = ERROR
+        self._record(state, decision, user.user_id, rule, req)
+        if not decision.allowed:
+            _abort(403, decision.reason, decision.code)
 
     def _refuse(self, state: _AppState, decision: Decision, req: Request) -> NoReturn:
         self._record(state, decision, None, None, req)
@@ -246,7 +296,7 @@ class RBACABAC:
         )
 
     def _load_identity(self, state: _AppState, req: Request, ctx_g: Any) -> int | str:
-        cached: int | str | None = getattr(ctx_g, G_IDENTITY, None)
+        cached: int | str | None = ctx_g.__dict__.get(G_IDENTITY)
         if cached is not None:
             return cached
         identity: int | str | None = None
@@ -261,14 +311,14 @@ class RBACABAC:
                 log.exception("identity loader raised; treating the caller as anonymous")
         elif state.verifier is not None:
             try:
-                identity = state.verifier.user_id(req.headers.get("Authorization"))
+                identity = state.verifier.user_id(req.environ.get("HTTP_AUTHORIZATION"))
             except InvalidIdentity:
                 _invalid_identity()
             except IdentityUnavailable:
                 _abort(503, "the identity cannot be verified now", "identity_unavailable")
         if identity is None:
             _abort(401, "authentication required", "no_identity", **{"WWW-Authenticate": "Bearer"})
-        setattr(ctx_g, G_IDENTITY, identity)
+        ctx_g.__dict__[G_IDENTITY] = identity
         return identity
 
     def load_current_attributes(self) -> UserAttributes:
@@ -280,7 +330,7 @@ class RBACABAC:
         )
 
     def _load_attributes(self, state: _AppState, req: Request, ctx_g: Any) -> UserAttributes:
-        attrs: UserAttributes | None = getattr(ctx_g, G_ATTRIBUTES, None)
+        attrs: UserAttributes | None = ctx_g.__dict__.get(G_ATTRIBUTES)
         if attrs is not None:
             return attrs
         user_id = self._load_identity(state, req, ctx_g)
@@ -297,7 +347,7 @@ class RBACABAC:
                 f"user {user_id} has no attributes in service {client.service_name}",
                 "unknown_user",
             )
-        setattr(ctx_g, G_ATTRIBUTES, attrs)
+        ctx_g.__dict__[G_ATTRIBUTES] = attrs
         return attrs
 
     def authorize(self, rule: Rule, resource: Any = None) -> Decision:

@@ -29,11 +29,11 @@ import logging
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import jwt
-from cachetools import LRUCache
 from jwt.algorithms import get_default_algorithms
 
 from .config import ASYMMETRIC_ALGORITHMS, Settings
@@ -209,8 +209,11 @@ class JWTVerifier:
         self._user_claim = user_claim
         self._leeway = leeway
         self._timer = timer
-        # Keyed by the token itself: the process holds it for the request anyway.
-        self._cache: LRUCache[str, tuple[int, float]] = LRUCache(cache_size)
+        # Verified tokens: Authorization header -> (user id, exp). Keyed by the header itself:
+        # the process holds it for the request anyway. Read without the lock (one atomic
+        # ``get``), written under it; at ``cache_size`` the token verified longest ago goes first.
+        self._cache: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._cache_size = cache_size
         self._lock = threading.Lock()
 
     def user_id(self, authorization: str | None) -> int | None:
@@ -219,20 +222,22 @@ class JWTVerifier:
         :raises InvalidIdentity: the token verifies but its user claim is not a user id.
         :raises IdentityUnavailable: the keys to verify it with cannot be fetched.
         """
-        if not authorization or len(authorization) > MAX_TOKEN_LENGTH:
+        if not authorization:
+            return None
+        # The cache is keyed by the whole header: a request that sends the same header again
+        # costs one dict read and one clock reading.
+        hit = self._cache.get(authorization)
+        if hit is not None:
+            if self._timer() < hit[1] + self._leeway:
+                return hit[0]
+            with self._lock:
+                self._cache.pop(authorization, None)
+            return None
+        if len(authorization) > MAX_TOKEN_LENGTH:
             return None
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            return None
-        now = self._timer()
-        with self._lock:
-            hit = self._cache.get(token)
-        if hit is not None:
-            if now < hit[1] + self._leeway:
-                return hit[0]
-            with self._lock:
-                self._cache.pop(token, None)
             return None
         try:
             claims = jwt.decode(
@@ -258,7 +263,9 @@ class JWTVerifier:
             log.info("rejected bearer token: its %s is not a user id", self._user_claim)
             raise
         with self._lock:
-            self._cache[token] = (user_id, float(claims["exp"]))
+            self._cache[authorization] = (user_id, float(claims["exp"]))
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
         return user_id
 
 

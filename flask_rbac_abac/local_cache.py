@@ -1,7 +1,12 @@
 """L1: the in-process cache of decoded attributes.
 
-A bounded ``cachetools.TTLCache`` behind a lock. An entry is *fresh* for ``ttl`` seconds and may be
-served *stale* for ``max_stale`` more, only when the identity provider cannot be reached.
+An entry is *fresh* for ``ttl`` seconds and may be served *stale* for ``max_stale`` more, only when
+the identity provider cannot be reached.
+
+Reads take no lock: entries are immutable tuples in an ``OrderedDict``, and one ``get`` on it is
+atomic. Writes hold a lock. The dict is kept in the order entries were stored, so the bound
+(``maxsize``) drops the oldest first, and entries past ``ttl + max_stale`` are dropped from its
+front as new ones arrive (a read never serves them anyway: it checks the age it needs).
 
 Invalidations race with readers: a reader may fetch the old value from Redis just before the
 identity provider announces a change, then store it after the eviction. Every eviction therefore
@@ -14,6 +19,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import NamedTuple
 
@@ -39,7 +45,8 @@ class Entry(NamedTuple):
     """One L1 entry. ``expires``/``limit``/``due`` are the client's (:mod:`.client`) clock
     readings: when the Redis key expires as last seen, when the entry may no longer be extended
     (sliding expiration's max age), and when a read should next look at them (a float compare on
-    an L1 hit, never a Redis call)."""
+    an L1 hit, never a Redis call). :class:`LocalCache` stores ``due`` no later than the end of
+    the entry's freshness, so ``due > now`` alone means "fresh, and nothing to do"."""
 
     attrs: UserAttributes
     stored_at: float
@@ -49,7 +56,7 @@ class Entry(NamedTuple):
 
 
 class LocalCache:
-    """Thread-safe L1 with fresh/stale windows and eviction generations.
+    """Thread-safe L1 with fresh/stale windows and eviction generations; reads are lock-free.
 
     :param maxsize: the most entries kept (least recently used go first).
     :param ttl: seconds an entry is fresh.
@@ -66,9 +73,13 @@ class LocalCache:
     ) -> None:
         self.ttl = ttl
         self.max_stale = max_stale
+        self.maxsize = maxsize
         self._timer = timer
         self._lock = threading.Lock()
-        self._entries: TTLCache[Hashable, Entry] = TTLCache(maxsize, ttl + max_stale, timer=timer)
+        #: Oldest stored first. Written under the lock only, by the methods below; read without
+        #: it (``entries.get(key)`` is atomic): the client's L1 hit is that one read.
+        self.entries: OrderedDict[Hashable, Entry] = OrderedDict()
+        self._entries = self.entries
         self._generations: TTLCache[Hashable, int] = TTLCache(
             maxsize, max(_GENERATION_MEMORY, ttl + max_stale), timer=timer
         )
@@ -79,16 +90,12 @@ class LocalCache:
 
     def get(self, key: Key) -> UserAttributes | None:
         """The fresh entry for ``key``, or ``None``. No I/O."""
-        with self._lock:
-            entry = self._entries.get(key)
-        if entry is not None and self._timer() - entry.stored_at < self.ttl:
-            return entry.attrs
-        return None
+        entry = self.get_entry(key)
+        return None if entry is None else entry.attrs
 
     def get_entry(self, key: Key) -> Entry | None:
-        """The fresh entry for ``key`` with its expiry times, or ``None``. No I/O."""
-        with self._lock:
-            entry = self._entries.get(key)
+        """The fresh entry for ``key`` with its expiry times, or ``None``. No I/O, no lock."""
+        entry = self._entries.get(key)
         if entry is not None and self._timer() - entry.stored_at < self.ttl:
             return entry
         return None
@@ -99,15 +106,18 @@ class LocalCache:
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None and entry.attrs is attrs:
+                due = min(due, entry.stored_at + self.ttl)
                 self._entries[key] = entry._replace(expires=expires, due=due)
 
     def get_stale(self, key: Key) -> tuple[UserAttributes, float] | None:
-        """The entry for ``key`` even past its freshness, with its age in seconds."""
-        with self._lock:
-            entry = self._entries.get(key)
+        """The entry for ``key`` even past its freshness (within ``max_stale``), with its age."""
+        entry = self._entries.get(key)
         if entry is None:
             return None
-        return entry.attrs, self._timer() - entry.stored_at
+        age = self._timer() - entry.stored_at
+        if age >= self.ttl + self.max_stale:
+            return None
+        return entry.attrs, age
 
     def _ticket(self, key: Key) -> Ticket:
         gens = self._generations
@@ -135,9 +145,24 @@ class LocalCache:
             current = self._entries.get(key)
             if current is not None and current.attrs.version > attrs.version:
                 return False
-            self._entries[key] = Entry(attrs, self._timer(), expires, limit, due)
+            now = self._timer()
+            self._entries[key] = Entry(attrs, now, expires, limit, min(due, now + self.ttl))
+            self._entries.move_to_end(key)
             self._unknown.pop(key, None)
+            self._trim(now)
             return True
+
+    def _trim(self, now: float) -> None:
+        """Drop the oldest entries beyond ``maxsize`` and those past ``ttl + max_stale``."""
+        entries = self._entries
+        while len(entries) > self.maxsize:
+            entries.popitem(last=False)
+        horizon = self.ttl + self.max_stale
+        while entries:
+            oldest = next(iter(entries.values()))
+            if now - oldest.stored_at < horizon:
+                return
+            entries.popitem(last=False)
 
     def is_unknown(self, key: Key) -> bool:
         """Did the IdP call this user unknown moments ago? No I/O."""
@@ -168,7 +193,7 @@ class LocalCache:
     def evict_user(self, user_id: int | str) -> int:
         """Evict ``user_id`` in every service; returns how many entries went."""
         with self._lock:
-            keys = [k for k in list(self._entries.keys()) if k[1] == user_id]  # type: ignore[index]
+            keys = [k for k in self._entries if k[1] == user_id]  # type: ignore[index]
             for key in keys:
                 del self._entries[key]
             for key in [k for k in list(self._unknown.keys()) if k[1] == user_id]:  # type: ignore[index]
@@ -185,5 +210,7 @@ class LocalCache:
             self._flushes += 1
 
     def __len__(self) -> int:
+        """Entries held, fresh or stale (at most ``maxsize``)."""
         with self._lock:
+            self._trim(self._timer())
             return len(self._entries)

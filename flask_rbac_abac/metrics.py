@@ -83,35 +83,72 @@ def derived(out: dict[str, Any], lookups: float, seconds: float) -> dict[str, An
     return out
 
 
+#: Where each counter sits in a thread's tally (:class:`Stats`).
+_INDEX = {name: i for i, name in enumerate(COUNTERS)}
+_ALLOWED, _DENIED = _INDEX["allowed"], _INDEX["denied"]
+
+
 class Stats:
-    """Thread-safe counters plus a running total of lookup time.
+    """Thread-safe counters plus a running total of lookup time, without a lock on the way.
+
+    Each thread counts into a tally of its own (a list only that thread writes), so counting
+    is one list update, exact under any number of threads; :meth:`snapshot` sums the tallies.
+    The tallies of threads that have ended are folded into one total when a new thread starts
+    counting, so their number stays that of the live threads.
 
     :attr exporter: the app's :class:`PrometheusMetrics`, or ``None`` (no endpoint configured).
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts = dict.fromkeys(COUNTERS, 0)
-        self._lookups = 0
-        self._lookup_seconds = 0.0
+        self._lock = threading.Lock()  # taken by a thread's first count, and by snapshot()
+        self._local = threading.local()
+        self._tallies: list[tuple[threading.Thread, list[float]]] = []
+        #: The counters, then lookups and lookup seconds, of the threads that have ended.
+        self._ended: list[float] = [0] * (len(COUNTERS) + 2)
         self.exporter: PrometheusMetrics | None = None
 
+    def _tally(self) -> list[float]:
+        """This thread's tally (created, and the ended threads' folded, on its first count)."""
+        try:
+            tally: list[float] = self._local.tally
+        except AttributeError:
+            tally = self._local.tally = [0] * (len(COUNTERS) + 2)
+            with self._lock:
+                self._fold_ended()
+                self._tallies.append((threading.current_thread(), tally))
+        return tally
+
+    def _fold_ended(self) -> None:
+        live = []
+        for thread, tally in self._tallies:
+            if thread.is_alive():
+                live.append((thread, tally))
+            else:
+                self._ended = [a + b for a, b in zip(self._ended, tally, strict=True)]
+        self._tallies = live
+
     def incr(self, name: str, amount: int = 1) -> None:
-        with self._lock:
-            self._counts[name] += amount
+        try:
+            self._local.tally[_INDEX[name]] += amount
+        except AttributeError:  # this thread's first count
+            self._tally()[_INDEX[name]] += amount
         if self.exporter is not None:
             self.exporter.incr(name, amount)
 
     def observe_lookup(self, seconds: float) -> None:
-        with self._lock:
-            self._lookups += 1
-            self._lookup_seconds += seconds
+        tally = self._tally()
+        tally[-2] += 1
+        tally[-1] += seconds
         if self.exporter is not None:
             self.exporter.lookup.observe(seconds)
 
     def decision(self, result: str, code: str) -> None:
         """Count a decision: ``result`` (``allow``, ``deny``, ``error``) and its reason ``code``."""
-        self.incr("allowed" if result == "allow" else "denied")
+        index = _ALLOWED if result == "allow" else _DENIED
+        try:
+            self._local.tally[index] += 1
+        except AttributeError:  # this thread's first count
+            self._tally()[index] += 1
         if self.exporter is not None:
             self.exporter.decision(result, code)
 
@@ -122,9 +159,11 @@ class Stats:
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
-            out: dict[str, Any] = dict(self._counts)
-            lookups, total = self._lookups, self._lookup_seconds
-        return derived(out, lookups, total)
+            totals = list(self._ended)
+            for _, tally in self._tallies:
+                totals = [a + b for a, b in zip(totals, tally, strict=True)]
+        out: dict[str, Any] = {name: int(totals[i]) for name, i in _INDEX.items()}
+        return derived(out, int(totals[-2]), totals[-1])
 
 
 def require_prometheus(key: str) -> None:

@@ -22,6 +22,7 @@ of the request's method (``get``, ``post``, ... on a ``MethodView``; ``dispatch_
 from __future__ import annotations
 
 import enum
+import threading
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask.views import MethodView
 
-from ._names import PUBLIC_ATTR, RULES_ATTR
+from ._names import PASS_THROUGH_METHODS, PUBLIC_ATTR, RULES_ATTR
 
 if TYPE_CHECKING:
     from .rules import Rule
@@ -163,3 +164,71 @@ def classify(
     if any(map(_public, marked)):
         return ViewProtection(Protection.PUBLIC)
     return ViewProtection(Protection.UNPROTECTED)
+
+
+def refused_methods(
+    endpoint: str,
+    view: Callable[..., Any],
+    url_map: Any,
+    blueprints: Mapping[str, object],
+    required: bool,
+) -> dict[str, Protection]:
+    """The methods of ``endpoint``'s routes that the route guard refuses, with why.
+
+    A misplaced rule is refused always; an unprotected view when ``required``
+    (``RBAC_ABAC_REQUIRE_AUTHORIZATION``). ``OPTIONS`` always passes (CORS preflights).
+    """
+    inherited = blueprint_rules(blueprints, endpoint)
+    methods = {m for rule in url_map.iter_rules(endpoint) for m in rule.methods or ()}
+    refused: dict[str, Protection] = {}
+    for method in methods - PASS_THROUGH_METHODS:
+        kind = classify(endpoint, view, method, inherited).kind
+        if kind is Protection.MISPLACED or (kind is Protection.UNPROTECTED and required):
+            refused[method] = kind
+    return refused
+
+
+class GuardedViews(dict[str, Callable[..., Any]]):
+    """An app's ``view_functions`` with the route guard in it (the extension installs it).
+
+    Flask looks the view up here on every request. A view with a method the guard refuses is
+    stored wrapped by ``judge`` (which returns the view itself when nothing is refused), so an
+    open or a protected route costs nothing extra: no before-request hook runs. ``get`` answers
+    with the view as registered: Flask compares it when a function is registered again, and
+    ``flask rbac-abac routes`` classifies it.
+
+    Views are judged at the app's first request (:meth:`judge_all`), once every decorator has
+    run (a rule decorator above the route decorator wraps the function only after the route
+    decorator registered it), and after that whenever one is set.
+    """
+
+    def __init__(
+        self,
+        views: Mapping[str, Callable[..., Any]],
+        judge: Callable[[str, Callable[..., Any]], Callable[..., Any]],
+    ) -> None:
+        super().__init__(views)
+        self.registered: dict[str, Callable[..., Any]] = dict(views)
+        self._judge = judge
+        self._lock = threading.Lock()
+        self.judged = False
+
+    def get(self, endpoint: str, default: Any = None) -> Any:
+        return self.registered.get(endpoint, default)
+
+    def __setitem__(self, endpoint: str, view: Callable[..., Any]) -> None:
+        self.registered[endpoint] = view
+        super().__setitem__(endpoint, self._judge(endpoint, view) if self.judged else view)
+
+    def __delitem__(self, endpoint: str) -> None:
+        del self.registered[endpoint]
+        super().__delitem__(endpoint)
+
+    def judge_all(self) -> None:
+        """Judge every registered view (the first request; idempotent, thread-safe)."""
+        with self._lock:
+            if self.judged:
+                return
+            for endpoint, view in self.registered.items():
+                super().__setitem__(endpoint, self._judge(endpoint, view))
+            self.judged = True

@@ -17,9 +17,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from types import TracebackType
-from typing import Any, Literal, cast
+from typing import Any, Literal, NamedTuple, cast
 
 from .enforcement import enforce, protect
 from .model import UserAttributes
@@ -120,17 +119,19 @@ def _as_bool(result: object, what: str) -> bool:
     return result
 
 
-@dataclass(frozen=True)
-class Context:
-    """What a rule may look at: the caller, the resource, and the request it came with."""
+class Context(NamedTuple):
+    """What a rule may look at: the caller, the resource, and the request it came with.
+
+    Immutable (one is built per protected request, so it is a cheap named tuple).
+    """
 
     user: UserAttributes
     resource: Any = None
     request: Any = None
 
-    @cached_property
+    @property
     def environment(self) -> Mapping[str, Any]:
-        """Method, path, endpoint and remote address of the request (built on first use)."""
+        """Method, path, endpoint and remote address of the request (``{}`` without one)."""
         req = self.request
         if req is None:
             return {}
@@ -162,6 +163,17 @@ class Rule:
             log.error("authorization rule %r returned %r, not a Decision; denying", self, decision)
             return ERROR
         return decision
+
+    def allows(self, user: UserAttributes) -> bool:
+        """True only when this rule surely allows ``user``, from the user's roles and
+        permissions alone, running no code of the application's; ``False`` means "evaluate it".
+
+        The extension asks this first on each request (a role check costs no :class:`Context`
+        and no :class:`Decision`), and evaluates the rule when it says ``False``. So it must never
+        say ``True`` where :meth:`evaluate` would not allow; a subclass that overrides
+        :meth:`_evaluate` keeps this default.
+        """
+        return False
 
     def __and__(self, other: Rule) -> Rule:
         return AllOf(self, other)
@@ -214,9 +226,19 @@ class Role(_Names):
 
     kind = "role"
 
+    def allows(self, user: UserAttributes) -> bool:
+        if type(self) is Role:  # a subclass may evaluate differently
+            roles = user.roles
+            for name in self.names:
+                if name in roles:
+                    return True
+        return False
+
     def _evaluate(self, ctx: Context) -> Decision:
-        if ctx.user.has_role(*self.names):
-            return ALLOW
+        roles = ctx.user.roles
+        for name in self.names:
+            if name in roles:
+                return ALLOW
         return _no_roles(ctx) or Decision(
             False, f"missing role: one of {', '.join(self.names)}", "missing_role"
         )
@@ -227,8 +249,18 @@ class Permission(_Names):
 
     kind = "permission"
 
+    def allows(self, user: UserAttributes) -> bool:
+        if type(self) is not Permission:  # a subclass may evaluate differently
+            return False
+        held = user.permissions
+        for name in self.names:
+            if name not in held:
+                return False
+        return True
+
     def _evaluate(self, ctx: Context) -> Decision:
-        missing = [p for p in self.names if not ctx.user.has_permission(p)]
+        held = ctx.user.permissions
+        missing = [p for p in self.names if p not in held]
         if not missing:
             return ALLOW
         return _no_roles(ctx) or Decision(
@@ -291,6 +323,9 @@ class AllOf(Rule):
     def __init__(self, *rules: Rule) -> None:
         self.rules = rules
 
+    def allows(self, user: UserAttributes) -> bool:
+        return type(self) is AllOf and all(rule.allows(user) for rule in self.rules)
+
     def _evaluate(self, ctx: Context) -> Decision:
         for rule in self.rules:
             decision = rule.evaluate(ctx)
@@ -307,6 +342,11 @@ class AnyOf(Rule):
 
     def __init__(self, *rules: Rule) -> None:
         self.rules = rules
+
+    def allows(self, user: UserAttributes) -> bool:
+        # Only the first alternative: it is evaluated first, so when it allows nothing else is
+        # looked at; a later one is reached only past denials of the earlier ones (or an error).
+        return type(self) is AnyOf and bool(self.rules) and self.rules[0].allows(user)
 
     def _evaluate(self, ctx: Context) -> Decision:
         denials = []

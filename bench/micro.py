@@ -4,16 +4,22 @@
   turns in a cache of one, so every call verifies the HS256 signature and the claims);
 - attribute lookup, L1 hit and L2 hit (L1 cleared before each lookup; the clear is included and
   costs next to nothing beside the Redis round trip);
+- for scale, what the two tiers are built on: a bare ``cachetools.TTLCache`` hit, and a Redis
+  ``GET`` + ``json.loads`` (the original design's per-request lookup);
 - rule evaluation: ``role("admin")``, and a rule of three (role, permission and attribute).
 """
 
 from __future__ import annotations
 
+import json
+
 from collections.abc import Callable
 from typing import Any
 
+from cachetools import TTLCache
+
 from bench.common import ATTRS, AUDIENCE, ISSUER, REDIS_URL, SECRET, SERVICE, alternate, token
-from flask_rbac_abac import RedisAttributeClient, attribute, permission, role
+from flask_rbac_abac import RedisAttributeClient, UserAttributes, attribute, permission, role
 from flask_rbac_abac.identity import JWTVerifier
 from flask_rbac_abac.rules import Context
 
@@ -22,6 +28,8 @@ LABELS = {
     "token_uncached": "token verification, uncached (HS256)",
     "l1_hit": "attribute lookup, L1 hit",
     "l2_hit": "attribute lookup, L2 hit (Redis GET + decode)",
+    "ttlcache_hit": "for scale: a bare cachetools.TTLCache hit",
+    "redis_get": "for scale: Redis GET + json.loads",
     "rule_role": "rule evaluation: role('admin')",
     "rule_composite": "rule evaluation: role & permission & attribute",
 }
@@ -55,6 +63,10 @@ def run(prefix: str, *, n: int, rounds: int) -> dict[str, Any]:
         local.clear()
         return client.get_user_attributes(ATTRS.user_id)
 
+    ttl_cache: TTLCache[int, UserAttributes] = TTLCache(10000, 60)
+    ttl_cache[ATTRS.user_id] = ATTRS
+    raw_key = client.key(ATTRS.user_id)
+
     ctx = Context(user=ATTRS)
     single = role("admin")
     composite = role("admin") & permission("invoice:read") & attribute("department", "finance")
@@ -65,6 +77,8 @@ def run(prefix: str, *, n: int, rounds: int) -> dict[str, Any]:
         "token_uncached": (verify_uncached, n),
         "l1_hit": (lambda: client.get_user_attributes(ATTRS.user_id), n * FAST),
         "l2_hit": (l2_hit, n),
+        "ttlcache_hit": (lambda: ttl_cache[ATTRS.user_id], n * FAST),
+        "redis_get": (lambda: json.loads(client.redis.get(raw_key)), n),
         "rule_role": (lambda: single.evaluate(ctx), n * FAST),
         "rule_composite": (lambda: composite.evaluate(ctx), n * FAST),
     }

@@ -23,7 +23,7 @@ import jwt
 import redis
 from flask import Flask, abort, jsonify, request
 
-from bench.common import AUDIENCE, ATTRS, ISSUER, REDIS_URL, SECRET, SERVICE, by_hand_key
+from bench.common import ATTRS, AUDIENCE, ISSUER, REDIS_URL, SECRET, SERVICE, by_hand_key
 from flask_rbac_abac import RBACABAC, RedisAttributeClient, requires_role
 
 CASES = ("bare", "open", "protected", "byhand", "casbin", "principal")
@@ -185,9 +185,7 @@ def _principal() -> Flask:
         for name in ROLES.get(str(identity.id), ()):
             identity.provides.add(RoleNeed(name))
 
-    return _views(
-        app, Permission(RoleNeed("admin")).require(http_exception=403), with_async=False
-    )
+    return _views(app, Permission(RoleNeed("admin")).require(http_exception=403), with_async=False)
 
 
 def create_app(

@@ -82,11 +82,22 @@ def seconds_per_call(fn: Callable[[], object], n: int) -> float:
     return (time.perf_counter() - started) / n
 
 
+def calls_for(fn: Callable[[], object], seconds: float) -> int:
+    """How many calls of ``fn`` take about ``seconds`` (at least 20), timed on a short run."""
+    n = 10
+    while True:
+        took = seconds_per_call(fn, n) * n
+        if took >= 0.02 or n >= 100_000:
+            return max(20, int(seconds * n / took))
+        n *= 10
+
+
 @dataclass
 class Alternated:
-    """Per-case seconds per call, one sample per round."""
+    """Per-case seconds per call, one sample per round, and the calls each sample made."""
 
     samples: dict[str, list[float]] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
 
     def median(self, case: str) -> float:
         return statistics.median(self.samples[case])
@@ -98,13 +109,17 @@ class Alternated:
         return statistics.median(base / this for base, this in pairs)
 
 
-def alternate(calls: Mapping[str, Callable[[], object]], n: int, rounds: int) -> Alternated:
-    """Run every call ``n`` times per round, the cases alternating, for ``rounds`` rounds."""
-    result = Alternated({name: [] for name in calls})
+def alternate(
+    calls: Mapping[str, Callable[[], object]], *, seconds: float, rounds: int
+) -> Alternated:
+    """Run every case for about ``seconds`` per round (its number of calls fixed beforehand),
+    the cases alternating, for ``rounds`` rounds."""
+    result = Alternated(
+        {name: [] for name in calls}, {name: calls_for(fn, seconds) for name, fn in calls.items()}
+    )
     names = list(calls)
     for index in range(rounds):
-        order = names if index % 2 == 0 else names[::-1]
-        for name in order:
+        for name in names if index % 2 == 0 else names[::-1]:
             gc.collect()
-            result.samples[name].append(seconds_per_call(calls[name], n))
+            result.samples[name].append(seconds_per_call(calls[name], result.calls[name]))
     return result

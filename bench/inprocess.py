@@ -35,14 +35,21 @@ CASES = [
     Case("bare", "bare view (baseline)", "bare", "/r", "bare"),
     Case("open", "extension installed, open route", "open", "/r", "bare"),
     Case("protected_l1", "protected (requires_role), L1 hit", "protected", "/r", "bare"),
-    Case("protected_l2", "protected, L2 hit (L1 cleared per request)", "protected", "/r", "bare", l1=False),
+    Case(
+        "protected_l2",
+        "protected, L2 hit (L1 cleared per request)",
+        "protected",
+        "/r",
+        "bare",
+        l1=False,
+    ),
     Case("byhand", "one Redis GET per request, by hand", "byhand", "/r", "bare"),
     Case("casbin", "pycasbin enforcer (flask-authz style)", "casbin", "/r", "bare"),
     Case("principal", "Flask-Principal Permission(RoleNeed)", "principal", "/r", "bare"),
     Case("async_bare", "bare async view (async baseline)", "bare", "/a", "async_bare"),
     Case("async_open", "extension installed, open async view", "open", "/a", "async_bare"),
     Case("async_protected_l1", "protected async view, L1 hit", "protected", "/a", "async_bare"),
-]  # fmt: skip
+]
 
 
 def _ok(status: str, headers: list[tuple[str, str]]) -> None:
@@ -64,9 +71,9 @@ def _call(app: Flask, case: Case, headers: dict[str, str]) -> Callable[[], objec
     return l2_hit
 
 
-def run(prefix: str, *, n: int, rounds: int) -> dict[str, Any]:
-    """Every case alternately, ``n`` requests per round; per case the median seconds per
-    request and the median per-round throughput ratio to its baseline."""
+def run(prefix: str, *, seconds: float, rounds: int) -> dict[str, Any]:
+    """Every case alternately, about ``seconds`` of requests per round; per case the median
+    seconds per request and the median per-round throughput ratio to its baseline."""
     headers = {"Authorization": f"Bearer {token()}"}
     built: dict[str, Flask] = {}
     calls: dict[str, Callable[[], object]] = {}
@@ -80,16 +87,17 @@ def run(prefix: str, *, n: int, rounds: int) -> dict[str, Any]:
         if response.status_code != 200:
             raise AssertionError(f"{case.key}: {response.status_code} {response.get_data()!r}")
         calls[case.key] = _call(app, case, headers)
-    timed = alternate(calls, n, rounds)
+    timed = alternate(calls, seconds=seconds, rounds=rounds)
     results: dict[str, Any] = {}
     for case in CASES:
-        seconds = timed.median(case.key)
+        per_request = timed.median(case.key)
         results[case.key] = {
             "label": case.label,
             "path": case.path,
+            "requests_per_round": timed.calls[case.key],
             "baseline": case.baseline,
-            "us_per_request": seconds * 1e6,
-            "requests_per_second": 1 / seconds,
+            "us_per_request": per_request * 1e6,
+            "requests_per_second": 1 / per_request,
             "ratio": timed.ratio(case.key, case.baseline),
         }
     stats = apps.client_of(built["protected"]).stats()
@@ -97,4 +105,4 @@ def run(prefix: str, *, n: int, rounds: int) -> dict[str, Any]:
     for app in built.values():
         if any(isinstance(e, apps.RBACABAC) for e in app.extensions.values()):
             apps.client_of(app).close()
-    return {"n": n, "rounds": rounds, "cases": results}
+    return {"seconds": seconds, "rounds": rounds, "cases": results}

@@ -97,7 +97,9 @@ def run(workdir: Path, *, trials: int) -> dict[str, Any]:
         alice = system.token(USER)
         user_id = jwt.decode(alice, options={"verify_signature": False})["sub"]
         headers = {"Authorization": f"Bearer {alice}"}
-        until_all(pool, ports, 200, headers, 30)  # first requests: each worker starts its subscriber
+        until_all(
+            pool, ports, 200, headers, 30
+        )  # first requests: each worker starts its subscriber
         for port in ports:
             stack.wait_until(
                 lambda p=port: json.loads(status(p, "/healthz", {})[1])["subscriber"] == "ok",

@@ -66,7 +66,7 @@ def fill(entries: int, maxsize: int, *, trace: bool) -> dict[str, Any]:
 def measure(entries: int, maxsize: int, *, trace: bool = False) -> dict[str, Any]:
     """:func:`fill` in a fresh process."""
     argv = [sys.executable, "-m", "bench.memory", str(entries), str(maxsize)]
-    done = subprocess.run(  # noqa: S603 - our own interpreter and module
+    done = subprocess.run(
         [*argv, "--trace"] if trace else argv,
         cwd=ROOT,
         capture_output=True,

@@ -33,12 +33,17 @@ _NON_2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
 def wrk(binary: str, url: str, header: str, seconds: float) -> float:
     """Requests per second of one wrk run; :class:`RuntimeError` on any non-2xx answer."""
     argv = [
-        binary, "-t1", f"-c{CONNECTIONS}", f"-d{seconds:g}s", "--timeout", "2s",
-        "-H", f"Authorization: {header}", url,
-    ]  # fmt: skip
-    done = subprocess.run(  # noqa: S603 - argv built here, no shell
-        argv, capture_output=True, text=True, timeout=seconds + 15, check=False
-    )
+        binary,
+        "-t1",
+        f"-c{CONNECTIONS}",
+        f"-d{seconds:g}s",
+        "--timeout",
+        "2s",
+        "-H",
+        f"Authorization: {header}",
+        url,
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 15, check=False)
     rps = _RPS.search(done.stdout)
     if done.returncode != 0 or rps is None:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}{done.stderr}")
@@ -61,10 +66,21 @@ def run(prefix: str, workdir: Path, *, seconds: float, rounds: int) -> dict[str,
         for case in CASES:
             port = stack.free_port()
             argv = [
-                stack.PY, "-m", "gunicorn", "--workers", str(WORKERS),
-                "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "3", "--timeout", "30",
-                "--error-logfile", "-", f"bench.apps:create_app({case!r})",
-            ]  # fmt: skip
+                stack.PY,
+                "-m",
+                "gunicorn",
+                "--workers",
+                str(WORKERS),
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--graceful-timeout",
+                "3",
+                "--timeout",
+                "30",
+                "--error-logfile",
+                "-",
+                f"bench.apps:create_app({case!r})",
+            ]
             servers[case] = stack.Proc(f"http-{case}", argv, env, workdir / f"{case}.log").start()
             urls[case] = f"http://127.0.0.1:{port}/r"
         for case, url in urls.items():

@@ -29,7 +29,7 @@ class Goal:
     label: str
     value: Callable[[dict[str, Any]], float | None]
     bound: float
-    at_least: bool
+    at_least: bool = True
     unit: str = "x"
 
     def text(self) -> str:
@@ -47,7 +47,13 @@ class Goal:
             status = "PASS" if value >= self.bound else "FAIL"
         else:
             status = "PASS" if value <= self.bound else "FAIL"
-        return {"key": self.key, "label": self.label, "goal": self.text(), "value": value, "status": status}  # fmt: skip
+        return {
+            "key": self.key,
+            "label": self.label,
+            "goal": self.text(),
+            "value": value,
+            "status": status,
+        }
 
 
 def _ratio(section: str, case: str) -> Callable[[dict[str, Any]], float]:
@@ -59,14 +65,21 @@ def _p99(variant: str) -> Callable[[dict[str, Any]], float]:
 
 
 GOALS = [
-    Goal("open", "extension + open route vs bare (WSGI direct)", _ratio("inprocess", "open"), 0.99, True),
-    Goal("protected_l1", "protected, L1 hit vs bare (WSGI direct)", _ratio("inprocess", "protected_l1"), 0.95, True),
-    Goal("async_open", "async: extension + open view vs bare async", _ratio("inprocess", "async_open"), 0.99, True),
-    Goal("async_protected_l1", "async: protected, L1 hit vs bare async", _ratio("inprocess", "async_protected_l1"), 0.95, True),
-    Goal("http_protected", "over HTTP: protected vs bare", _ratio("http", "protected"), 0.98, True),
-    Goal("invalidation", "invalidation p99, admin role revoked", _p99("role_revoked"), 50, False, "ms"),
-    Goal("invalidation_last_role", "invalidation p99, last role revoked", _p99("last_role_revoked"), 50, False, "ms"),
-    Goal("l1_bound", "L1 entries / maxsize after overfilling", lambda r: r["memory"]["bound"]["len"] / r["memory"]["bound"]["maxsize"], 1.0, False),
+    Goal("open", "extension + open route vs bare (WSGI direct)", _ratio("inprocess", "open"), 0.99),
+    Goal("protected_l1", "protected, L1 hit vs bare (WSGI direct)",
+         _ratio("inprocess", "protected_l1"), 0.95),
+    Goal("async_open", "async: extension + open view vs bare async",
+         _ratio("inprocess", "async_open"), 0.99),
+    Goal("async_protected_l1", "async: protected, L1 hit vs bare async",
+         _ratio("inprocess", "async_protected_l1"), 0.95),
+    Goal("http_protected", "over HTTP: protected vs bare", _ratio("http", "protected"), 0.98),
+    Goal("invalidation", "invalidation p99, admin role revoked", _p99("role_revoked"), 50,
+         at_least=False, unit="ms"),
+    Goal("invalidation_last_role", "invalidation p99, last role revoked",
+         _p99("last_role_revoked"), 50, at_least=False, unit="ms"),
+    Goal("l1_bound", "L1 entries / maxsize after overfilling",
+         lambda r: r["memory"]["bound"]["len"] / r["memory"]["bound"]["maxsize"], 1.0,
+         at_least=False),
 ]  # fmt: skip
 
 
@@ -75,23 +88,29 @@ class Table:
     title: str
     headers: Sequence[str]
     rows: list[Sequence[str]] = field(default_factory=list)
-    note: str = ""
 
     def text(self) -> str:
-        widths = [max(len(str(c)) for c in col) for col in zip(self.headers, *self.rows)]
+        widths = [
+            max(len(str(c)) for c in col) for col in zip(self.headers, *self.rows, strict=True)
+        ]
         line = "  ".join
         fmt = [
-            line(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+            line(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
             for r in [self.headers, *self.rows]
         ]
         out = [f"\n{self.title}", fmt[0], line("-" * w for w in widths), *fmt[1:]]
-        return "\n".join(out + ([self.note] if self.note else []))
+        return "\n".join(out)
 
     def markdown(self) -> str:
         out = [f"### {self.title}", "", "| " + " | ".join(self.headers) + " |"]
-        out.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(self.headers))) + "|")
+        out.append(
+            "|" + "|".join("---" if i == 0 else "---:" for i in range(len(self.headers))) + "|"
+        )
         out += ["| " + " | ".join(row) + " |" for row in self.rows]
-        return "\n".join(out + (["", self.note] if self.note else []))
+        return "\n".join(out)
 
 
 def machine() -> dict[str, Any]:
@@ -104,9 +123,14 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     try:
-        commit = subprocess.run(  # noqa: S603, S607 - a fixed git command
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5, check=True
-        ).stdout.strip()  # fmt: skip
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = "unknown"
     return {
@@ -130,14 +154,20 @@ def tables(results: dict[str, Any]) -> list[Table]:
     inproc = results.get("inprocess")
     if inproc and "cases" in inproc:
         table = Table(
-            f"1. In-process, WSGI direct ({inproc['n']} requests x {inproc['rounds']} rounds, "
-            "alternating; medians; ratio = throughput vs its baseline)",
+            f"1. In-process, WSGI direct ({inproc['rounds']} rounds of ~{inproc['seconds']:g} s "
+            "per case, alternating; medians; ratio = throughput vs its baseline)",
             ["case", "us/req", "req/s", "ratio", "goal", ""],
         )
         for key, case in inproc["cases"].items():
-            table.rows.append([case["label"], f"{case['us_per_request']:.1f}",
-                               f"{case['requests_per_second']:.0f}", f"{case['ratio']:.3f}",
-                               *_goal_cell(goals, key)])  # fmt: skip
+            table.rows.append(
+                [
+                    case["label"],
+                    f"{case['us_per_request']:.1f}",
+                    f"{case['requests_per_second']:.0f}",
+                    f"{case['ratio']:.3f}",
+                    *_goal_cell(goals, key),
+                ]
+            )
         out.append(table)
     http = results.get("http")
     if http and "cases" in http:
@@ -147,8 +177,14 @@ def tables(results: dict[str, Any]) -> list[Table]:
             ["case", "req/s", "ratio", "goal", ""],
         )
         for key, case in http["cases"].items():
-            table.rows.append([case["label"], f"{case['requests_per_second']:.0f}",
-                               f"{case['ratio']:.3f}", *_goal_cell(goals, f"http_{key}")])  # fmt: skip
+            table.rows.append(
+                [
+                    case["label"],
+                    f"{case['requests_per_second']:.0f}",
+                    f"{case['ratio']:.3f}",
+                    *_goal_cell(goals, f"http_{key}"),
+                ]
+            )
         out.append(table)
     micro = results.get("micro")
     if micro and "ops" in micro:
@@ -164,24 +200,46 @@ def tables(results: dict[str, Any]) -> list[Table]:
         )
         keys = {"role_revoked": "invalidation", "last_role_revoked": "invalidation_last_role"}
         for key, v in inv["variants"].items():
-            table.rows.append([v["label"], _ms(v["p50_ms"]), _ms(v["p99_ms"]), _ms(v["max_ms"]),
-                               _ms(v["idp_answer_p50_ms"]), *_goal_cell(goals, keys[key])])  # fmt: skip
+            table.rows.append(
+                [
+                    v["label"],
+                    _ms(v["p50_ms"]),
+                    _ms(v["p99_ms"]),
+                    _ms(v["max_ms"]),
+                    _ms(v["idp_answer_p50_ms"]),
+                    *_goal_cell(goals, keys[key]),
+                ]
+            )
         out.append(table)
     memory = results.get("memory")
     if memory and "rss" in memory:
         table = Table("5. Memory of L1 (fresh process each)", ["measure", "value"])
-        table.rows.append(["bytes per L1 entry (tracemalloc, 10k entries)", f"{memory['bytes_per_entry']:,.0f}"])  # fmt: skip
+        table.rows.append(
+            ["bytes per L1 entry (tracemalloc, 10k entries)", f"{memory['bytes_per_entry']:,.0f}"]
+        )
         for size in memory["rss"].values():
-            table.rows.append([f"RSS with {size['entries']:,} entries (growth while filling)",
-                               f"{size['rss_mib']:.1f} MiB (+{size['growth_mib']:.1f})"])  # fmt: skip
+            table.rows.append(
+                [
+                    f"RSS with {size['entries']:,} entries (growth while filling)",
+                    f"{size['rss_mib']:.1f} MiB (+{size['growth_mib']:.1f})",
+                ]
+            )
         bound = memory["bound"]
-        table.rows.append([f"L1 of maxsize {bound['maxsize']:,} filled with {bound['filled']:,} users",
-                           f"len {bound['len']:,} ({goals['l1_bound']['status']})"])  # fmt: skip
+        table.rows.append(
+            [
+                f"L1 of maxsize {bound['maxsize']:,} filled with {bound['filled']:,} users",
+                f"len {bound['len']:,} ({goals['l1_bound']['status']})",
+            ]
+        )
         out.append(table)
     summary = Table("Goals", ["goal", "measured", "target", "status"])
     for goal in results["goals"]:
         value = goal["value"]
-        shown = "n/a" if value is None else (_ms(value) + " ms" if "ms" in goal["goal"] else f"{value:.3f}x")
+        shown = (
+            "n/a"
+            if value is None
+            else (_ms(value) + " ms" if "ms" in goal["goal"] else f"{value:.3f}x")
+        )
         summary.rows.append([goal["label"], shown, goal["goal"], goal["status"]])
     for name, error in results.get("errors", {}).items():
         summary.rows.append([f"{name}: not measured ({error})", "", "", "ERROR"])
@@ -217,11 +275,12 @@ def write_markdown(results: dict[str, Any], path: Path = BENCHMARKS_MD) -> None:
     lines = [
         "# Benchmarks",
         "",
-        "The latest full run of `make bench` (written by `bench/run.py`; `make bench BENCH_ARGS=--quick` "
-        "runs fewer rounds and leaves this file alone). Ratios are measured side by side in the same "
-        "run, the cases alternating over several rounds (medians): absolute numbers depend on the "
-        "machine and its load, ratios much less. `bench/results.json` and `bench/results.png` hold "
-        "the same run (not committed).",
+        "The latest full run of `make bench` (written by `bench/run.py`; "
+        "`make bench BENCH_ARGS=--quick` runs fewer rounds and leaves this file alone). Ratios are "
+        "measured side by side in the same run, the cases alternating over several rounds "
+        "(medians): absolute numbers depend on the machine and its load, ratios much less. "
+        "`bench/results.json` and `bench/results.png` hold the same run (not committed). What each "
+        "case is: the docstrings of `bench/*.py`.",
         "",
         f"- Machine: {m['cpu']}, {m['cores']} cores; {m['os']}",
         f"- Python {m['python']}; commit {m['commit']}; {m['date']}",
@@ -248,25 +307,42 @@ def write_chart(results: dict[str, Any], path: Path = RESULTS_PNG) -> None:
     status = {g["key"]: g["status"] for g in results["goals"]}
     panels: list[tuple[str, list[tuple[str, float, str]], list[float], str]] = []
     if "cases" in results.get("inprocess", {}):
-        bars = [(c["label"], c["ratio"], status.get(k, "")) for k, c in results["inprocess"]["cases"].items()]  # fmt: skip
-        panels.append(("In-process (WSGI direct): throughput vs baseline", bars, [0.95, 0.99], "ratio"))  # fmt: skip
+        bars = [
+            (c["label"], c["ratio"], status.get(k, ""))
+            for k, c in results["inprocess"]["cases"].items()
+        ]
+        panels.append(
+            ("In-process (WSGI direct): throughput vs baseline", bars, [0.95, 0.99], "ratio")
+        )
     if "cases" in results.get("http", {}):
-        bars = [(c["label"], c["ratio"], status.get(f"http_{k}", "")) for k, c in results["http"]["cases"].items()]  # fmt: skip
+        bars = [
+            (c["label"], c["ratio"], status.get(f"http_{k}", ""))
+            for k, c in results["http"]["cases"].items()
+        ]
         panels.append(("Over HTTP (gunicorn + wrk): req/s vs bare", bars, [0.98], "ratio"))
     if "variants" in results.get("invalidation", {}):
         keys = {"role_revoked": "invalidation", "last_role_revoked": "invalidation_last_role"}
         bars = [
-            (f"{v['label']} {q}", min(v[f"{q}_ms"], 1e4), status.get(keys[k], "") if q == "p99" else "")
+            (
+                f"{v['label']} {q}",
+                min(v[f"{q}_ms"], 1e4),
+                status.get(keys[k], "") if q == "p99" else "",
+            )
             for k, v in results["invalidation"]["variants"].items()
             for q in ("p50", "p99")
-        ]  # fmt: skip
+        ]
         panels.append(("Invalidation: IdP's answer -> every worker denies", bars, [50.0], "ms"))
     if not panels:
         return
     heights = [1.2 + 0.35 * len(bars) for _, bars, _, _ in panels]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(11, sum(heights) + 0.8), squeeze=False,
-                             gridspec_kw={"height_ratios": heights})  # fmt: skip
-    for ax, (title, bars, goals, unit) in zip(axes[:, 0], panels):
+    fig, axes = plt.subplots(
+        len(panels),
+        1,
+        figsize=(11, sum(heights) + 0.8),
+        squeeze=False,
+        gridspec_kw={"height_ratios": heights},
+    )
+    for ax, (title, bars, goals, unit) in zip(axes[:, 0], panels, strict=True):
         labels = [label for label, _, _ in bars]
         values = [value for _, value, _ in bars]
         ax.barh(labels, values, color=[_COLOURS[s] for _, _, s in bars])
@@ -277,10 +353,19 @@ def write_chart(results: dict[str, Any], path: Path = RESULTS_PNG) -> None:
         for goal in goals:
             ax.axvline(goal, color="#c44e52", linestyle="--", linewidth=1)
         for y, value in enumerate(values):
-            ax.text(value, y, f" {value:.2f}" if unit == "ratio" else f" {value:.1f}", va="center", fontsize=8)  # fmt: skip
+            ax.text(
+                value,
+                y,
+                f" {value:.2f}" if unit == "ratio" else f" {value:.1f}",
+                va="center",
+                fontsize=8,
+            )
     m = results["machine"]
-    fig.suptitle(f"make bench ({results['mode']}), {m['date']}: {m['cpu']}, {m['cores']} cores, "
-                 f"Python {m['python']}", fontsize=10)  # fmt: skip
+    fig.suptitle(
+        f"make bench ({results['mode']}), {m['date']}: {m['cpu']}, {m['cores']} cores, "
+        f"Python {m['python']}",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

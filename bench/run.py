@@ -36,11 +36,13 @@ import redis
 from bench import apps, inprocess, invalidation, memory, micro, over_http, report
 from bench.common import REDIS_URL, new_prefix
 
-#: Sizes of a full run and of ``--quick``; the full run takes about 4-5 minutes on 2 cores.
-FULL = {"n": 2000, "rounds": 15, "micro_n": 2000, "micro_rounds": 7, "http_seconds": 3.0,
-        "http_rounds": 5, "trials": 100, "large": 100_000}  # fmt: skip
-QUICK = {"n": 300, "rounds": 5, "micro_n": 300, "micro_rounds": 3, "http_seconds": 1.0,
-         "http_rounds": 2, "trials": 20, "large": 20_000}  # fmt: skip
+#: Sizes of a full run (about 2-3 minutes on 2 cores) and of ``--quick``. ``seconds``: of calls
+#: per case and round, in-process and micro; ``http_seconds``: per wrk run; ``trials``: per
+#: invalidation variant; ``large``: L1 entries of the larger RSS figure.
+FULL = {"seconds": 0.15, "rounds": 15, "micro_seconds": 0.1, "micro_rounds": 7,
+        "http_seconds": 3.0, "http_rounds": 5, "trials": 100, "large": 100_000}  # fmt: skip
+QUICK = {"seconds": 0.04, "rounds": 5, "micro_seconds": 0.03, "micro_rounds": 3,
+         "http_seconds": 1.0, "http_rounds": 2, "trials": 20, "large": 20_000}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,16 +74,31 @@ def main(argv: list[str] | None = None) -> int:
         apps.seed(prefix)
         with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
             workdir = Path(tmp)
-            section("inprocess", "in-process (WSGI direct)",
-                    lambda: inprocess.run(prefix, n=size["n"], rounds=size["rounds"]))  # fmt: skip
-            section("http", "over HTTP (gunicorn + wrk)",
-                    lambda: over_http.run(prefix, workdir, seconds=size["http_seconds"],
-                                          rounds=size["http_rounds"]))  # fmt: skip
-            section("micro", "micro",
-                    lambda: micro.run(prefix, n=size["micro_n"], rounds=size["micro_rounds"]))  # fmt: skip
+            section(
+                "inprocess",
+                "in-process (WSGI direct)",
+                lambda: inprocess.run(prefix, seconds=size["seconds"], rounds=size["rounds"]),
+            )
+            section(
+                "http",
+                "over HTTP (gunicorn + wrk)",
+                lambda: over_http.run(
+                    prefix, workdir, seconds=size["http_seconds"], rounds=size["http_rounds"]
+                ),
+            )
+            section(
+                "micro",
+                "micro",
+                lambda: micro.run(
+                    prefix, seconds=size["micro_seconds"], rounds=size["micro_rounds"]
+                ),
+            )
             (workdir / "idp").mkdir()
-            section("invalidation", "invalidation (IdP + 2 service workers)",
-                    lambda: invalidation.run(workdir / "idp", trials=size["trials"]))  # fmt: skip
+            section(
+                "invalidation",
+                "invalidation (IdP + 2 service workers)",
+                lambda: invalidation.run(workdir / "idp", trials=size["trials"]),
+            )
             section("memory", "memory (L1)", lambda: memory.run(large=size["large"]))
     finally:
         keys = list(r.scan_iter(match=f"{prefix}:*"))
@@ -102,8 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quick and not results["errors"]:
         report.write_markdown(results)
         written.append(report.BENCHMARKS_MD)
-    print(f"\nwrote {', '.join(str(p.relative_to(report.ROOT)) for p in written)} "
-          f"in {results['elapsed_s']:.0f} s")  # fmt: skip
+    print(
+        f"\nwrote {', '.join(str(p.relative_to(report.ROOT)) for p in written)} "
+        f"in {results['elapsed_s']:.0f} s"
+    )
     if results["errors"]:
         return 1
     failed = [g["label"] for g in results["goals"] if g["status"] != "PASS"]

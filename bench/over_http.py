@@ -2,7 +2,8 @@
 
 Every case's server runs for the whole section (an idle one costs nothing), on a free port of
 127.0.0.1; the cases take turns in rounds, each a wrk run of fixed length after a warm-up that
-verified the token and filled L1 in both workers. Every wrk run is bounded in time, and every
+verified the token and filled L1 in both workers. flask-rbac-abac runs as in production, its
+invalidation subscriber included. Every wrk run is bounded in time, and every
 server is stopped at the end (its whole process group), also on error.
 """
 

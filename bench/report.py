@@ -140,6 +140,7 @@ def machine() -> dict[str, Any]:
         "os": platform.platform(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": commit,
+        "load_average": os.getloadavg()[0],
     }
 
 
@@ -156,7 +157,7 @@ def tables(results: dict[str, Any]) -> list[Table]:
         table = Table(
             f"1. In-process, WSGI direct ({inproc['rounds']} rounds of ~{inproc['seconds']:g} s "
             "per case, alternating; medians; ratio = throughput vs its baseline)",
-            ["case", "us/req", "req/s", "ratio", "goal", ""],
+            ["case", "us/req", "req/s", "ratio", "goal", "status"],
         )
         for key, case in inproc["cases"].items():
             table.rows.append(
@@ -174,7 +175,7 @@ def tables(results: dict[str, Any]) -> list[Table]:
         table = Table(
             f"2. Over HTTP (gunicorn, {http['workers']} workers; wrk -t1 -c{http['connections']}, "
             f"{http['rounds']} rounds x {http['seconds']:g} s, alternating; medians)",
-            ["case", "req/s", "ratio", "goal", ""],
+            ["case", "req/s", "ratio", "goal", "status"],
         )
         for key, case in http["cases"].items():
             table.rows.append(
@@ -196,7 +197,7 @@ def tables(results: dict[str, Any]) -> list[Table]:
         table = Table(
             f"4. Invalidation: IdP's answer -> every worker denies ({inv['trials']} trials each, "
             f"{inv['workers']} service workers, loopback)",
-            ["change", "p50 ms", "p99 ms", "max ms", "IdP answer p50 ms", "goal", ""],
+            ["change", "p50 ms", "p99 ms", "max ms", "IdP answer p50 ms", "goal", "status"],
         )
         keys = {"role_revoked": "invalidation", "last_role_revoked": "invalidation_last_role"}
         for key, v in inv["variants"].items():
@@ -284,7 +285,10 @@ def write_markdown(results: dict[str, Any], path: Path = BENCHMARKS_MD) -> None:
         "",
         f"- Machine: {m['cpu']}, {m['cores']} cores; {m['os']}",
         f"- Python {m['python']}; commit {m['commit']}; {m['date']}",
-        f"- Duration: {results['elapsed_s']:.0f} s",
+        f"- Load average (1 min) at the start: {m['load_average']:.2f}, at the end: "
+        f"{results['load_average_end']:.2f} (the machine is shared; ratios are side by side)",
+        f"- Duration: {results['elapsed_s']:.0f} s (the main table; the other benchmarks of "
+        "`make bench` print their own figures after it)",
         "",
     ]
     for table in tables(results):

@@ -60,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     prefix = new_prefix()
     started = time.monotonic()
-    results: dict[str, Any] = {"mode": "quick" if args.quick else "full", "errors": {}}
+    results: dict[str, Any] = {
+        "mode": "quick" if args.quick else "full",
+        "machine": report.machine(),
+        "errors": {},
+    }
 
     def section(name: str, title: str, fn: Callable[[], dict[str, Any]]) -> None:
         print(f"[{time.monotonic() - started:5.0f} s] {title} ...", flush=True)
@@ -109,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     if "skipped" in results.get("http", {}):
         print(f"over HTTP skipped: {results['http']['skipped']}")
     results["elapsed_s"] = time.monotonic() - started
-    results["machine"] = report.machine()
+    results["load_average_end"] = os.getloadavg()[0]
     results["goals"] = report.judge(results)
     for table in report.tables(results):
         print(table.text())

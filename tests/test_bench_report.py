@@ -40,7 +40,9 @@ def results(open_ratio: float, p99_ms: float) -> dict[str, Any]:
             "os": "os",
             "date": "d",
             "commit": "c",
+            "load_average": 0.5,
         },
+        "load_average_end": 0.7,
         "inprocess": {"seconds": 0.1, "rounds": 1, "cases": cases},
         "invalidation": {
             "trials": 1,

@@ -156,7 +156,8 @@ def tables(results: dict[str, Any]) -> list[Table]:
     if inproc and "cases" in inproc:
         table = Table(
             f"1. In-process, WSGI direct ({inproc['rounds']} rounds of ~{inproc['seconds']:g} s "
-            "per case, alternating; medians; ratio = throughput vs its baseline)",
+            "per case, alternating; medians; ratio: throughput vs its baseline, the median of the "
+            "rounds' ratios)",
             ["case", "us/req", "req/s", "ratio", "goal", "status"],
         )
         for key, case in inproc["cases"].items():
@@ -174,7 +175,8 @@ def tables(results: dict[str, Any]) -> list[Table]:
     if http and "cases" in http:
         table = Table(
             f"2. Over HTTP (gunicorn, {http['workers']} workers; wrk -t1 -c{http['connections']}, "
-            f"{http['rounds']} rounds x {http['seconds']:g} s, alternating; medians)",
+            f"{http['rounds']} rounds x {http['seconds']:g} s, alternating; medians; ratio: the "
+            "median of the rounds' ratios)",
             ["case", "req/s", "ratio", "goal", "status"],
         )
         for key, case in http["cases"].items():

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 
-.PHONY: test lint dist-check docs services promtool chromium demo bench clean mutation mutation-sample
+.PHONY: test lint dist-check docs services promtool chromium wrk demo bench clean mutation mutation-sample
 
 # The venv itself, with a current pip.
 $(VENV)/.created:
@@ -64,6 +64,14 @@ chromium:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver; \
 	  else echo "chromium missing: install Debian's chromium and chromium-driver (the console's browser test needs them)"; fi; }
 
+# wrk (Debian's `wrk` package) loads the servers of `make bench`'s over-HTTP cases; installed here
+# when running as root, else the benchmark says what is missing and skips those cases.
+wrk:
+	@command -v wrk >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk; \
+	  else echo "wrk missing: install Debian's wrk package (make bench's over-HTTP cases need it)"; fi; }
+
 test: $(VENV)/.installed services promtool chromium lint dist-check docs
 	CI=$${CI:-} $(PY) -m pytest --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
 	$(MAKE) mutation-sample
@@ -81,8 +89,18 @@ mutation-sample: $(VENV)/.installed
 demo: $(VENV)/.demo-installed
 	$(PY) scripts/demo.py
 
-bench: $(VENV)/.installed services
-	$(PY) bench/run.py
+# The benchmarks' own tools (gunicorn, pycasbin, Flask-Principal, matplotlib, psutil), pinned in
+# requirements/bench.txt: only `make bench` installs them.
+$(VENV)/.bench-installed: $(VENV)/.installed requirements/bench.txt
+	$(PIP) install --quiet -r requirements/bench.txt
+	touch $@
+
+# The main table (bench/run.py: ratios against baselines measured in the same run, goals with
+# PASS/FAIL; writes bench/results.json, bench/results.png and, on a full run, BENCHMARKS.md),
+# then the other benchmarks. BENCH_ARGS=--quick for fewer rounds; BENCH_STRICT=1 makes a failed
+# goal fail the target.
+bench: $(VENV)/.bench-installed services wrk
+	$(PY) -m bench.run $(BENCH_ARGS)
 	$(PY) bench/warm.py
 	$(PY) bench/simulate.py
 	$(PY) bench/partial.py

@@ -594,6 +594,8 @@ class RedisAttributeClient:
     def _on_invalidation(self, message: Invalidation) -> None:
         if message.service_name is None:
             self.local.evict_user(message.user_id)
+        elif message.gone:  # the IdP has no value for her there: deny without asking it
+            self.local.forget((message.service_name, message.user_id))
         else:
             self.local.evict((message.service_name, message.user_id), message.version)
         self.metrics.incr("invalidations")

@@ -179,6 +179,13 @@ class LocalCache:
             self._unknown[key] = True
             return True
 
+    def forget(self, key: Key) -> None:
+        """Drop ``key`` and remember that the IdP no longer knows it (its ``gone`` message)."""
+        with self._lock:
+            self._entries.pop(key, None)
+            self._generations[key] = self._generations.get(key, 0) + 1
+            self._unknown[key] = True
+
     def evict(self, key: Key, version: int | None = None) -> bool:
         """Drop ``key``, unless it already holds ``version`` or newer; ``True`` when dropped."""
         with self._lock:

@@ -207,23 +207,26 @@ class Invalidation:
     """A change announced on the invalidation channel.
 
     ``service_name`` of ``None`` means every service of that user (an attribute change or a
-    deactivation). ``version`` is the new version, when there is one.
+    deactivation). ``version`` is the new version, when there is one. ``gone``: the user has no
+    value in ``service_name`` any more (no role left there, or inactive), so a process may deny
+    without asking the IdP (until any later change of that key).
     """
 
     user_id: int | str
     service_name: str | None = None
     version: int | None = None
+    gone: bool = False
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "schema": SCHEMA_VERSION,
-                "user_id": self.user_id,
-                "service_name": self.service_name,
-                "version": self.version,
-            },
-            separators=(",", ":"),
-        )
+        data: dict[str, Any] = {
+            "schema": SCHEMA_VERSION,
+            "user_id": self.user_id,
+            "service_name": self.service_name,
+            "version": self.version,
+        }
+        if self.gone:
+            data["gone"] = True  # absent otherwise: a message older processes read unchanged
+        return json.dumps(data, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Invalidation:
@@ -242,6 +245,7 @@ class Invalidation:
                 user_id=validate_user_id(data.get("user_id")),
                 service_name=None if service is None else validate_service_name(service),
                 version=version,
+                gone=data.get("gone") is True and service is not None,
             )
         except InvalidKeyPart as exc:
             raise DecodeError(str(exc)) from exc

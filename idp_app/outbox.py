@@ -162,7 +162,9 @@ def _push(user_id: int, service_name: str | None, patch: dict[str, Any] | None =
     cache.clear_coalesce(user_id, names)
     if service_name is None or evicted:
         version = None
-    return cache.publish(Invalidation(user_id, service_name, version))
+    # One service, whose value went: its processes may deny without asking the IdP.
+    gone = evicted and service_name is not None and names == [service_name]
+    return cache.publish(Invalidation(user_id, service_name, version, gone=gone))
 
 
 @dataclass(frozen=True)

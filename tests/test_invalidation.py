@@ -57,6 +57,38 @@ def test_all_services_message(listening, real_redis, key_prefix) -> None:
     assert wait_for(lambda: len(listening.local) == 0)
 
 
+def test_a_gone_message_denies_without_asking_the_idp_until_a_value_returns(
+    real_redis, key_prefix
+) -> None:
+    asked = []
+    client = RedisAttributeClient(REDIS_URL, service_name=SERVICE, key_prefix=key_prefix)
+    client.idp.refresh = lambda *a: asked.append(a) or attrs(1)  # type: ignore[method-assign]
+    try:
+        client.listen()
+        assert client.subscriber.wait_until_subscribed(2.0)
+        client.set_user_attributes(attrs(1, version=3))
+        real_redis.delete(client.key(1))  # the IdP removed her last role: her entry went
+        publish_invalidation(real_redis, Invalidation(1, SERVICE, None, gone=True), key_prefix)
+        assert wait_for(lambda: client.stats()["invalidations"] == 1)
+        assert client.get_user_attributes(1) is None  # unknown: 403 unknown_user
+        assert asked == [] and client.stats()["unknown_hits"] == 1
+        client.set_user_attributes(attrs(1, version=4))  # granted again: a value wins at once
+        assert client.get_user_attributes(1).version == 4
+    finally:
+        client.close()
+
+
+def test_a_gone_message_for_another_service_or_user_keeps_the_entry(
+    listening, real_redis, key_prefix
+) -> None:
+    listening.set_user_attributes(attrs(1))
+    publish_invalidation(real_redis, Invalidation(2, SERVICE, None, gone=True), key_prefix)
+    publish_invalidation(real_redis, Invalidation(1, "other_api", None, gone=True), key_prefix)
+    assert wait_for(lambda: listening.stats()["invalidations"] == 2)
+    assert listening.local.get((SERVICE, 1)) is not None
+    assert not listening.local.is_unknown((SERVICE, 1))
+
+
 def test_malformed_messages_are_ignored(listening, real_redis, key_prefix) -> None:
     listening.set_user_attributes(attrs(1))
     real_redis.publish(f"{key_prefix}:invalidate", b"\x80not json")

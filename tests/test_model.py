@@ -8,7 +8,7 @@ import math
 import pytest
 
 from flask_rbac_abac.errors import DecodeError, InvalidKeyPart
-from flask_rbac_abac.model import SCHEMA_VERSION, UserAttributes, validate_user_id
+from flask_rbac_abac.model import SCHEMA_VERSION, Invalidation, UserAttributes, validate_user_id
 
 
 def make(**fields: object) -> UserAttributes:
@@ -83,3 +83,16 @@ def test_from_dict_defaults_and_compact_json() -> None:
     assert json.loads(text) == {**data, "version": 0, "fetched_at": 0.0}
     with pytest.raises(DecodeError, match=r"^attributes value must be a JSON object$"):
         UserAttributes.from_dict([data])
+
+
+def test_an_invalidation_says_gone_only_for_one_service_and_old_messages_read_unchanged() -> None:
+    gone = Invalidation(7, "billing_api", None, gone=True)
+    assert Invalidation.from_json(gone.to_json()) == gone
+    assert '"gone":true' in gone.to_json()
+    plain = Invalidation(7, "billing_api", 3)
+    assert "gone" not in plain.to_json()  # what processes of an older release read
+    assert Invalidation.from_json(plain.to_json()).gone is False
+    # "every service" cannot be gone, and only a JSON true counts
+    assert Invalidation.from_json(Invalidation(7, None, None, gone=True).to_json()).gone is False
+    raw = plain.to_json().replace("}", ',"gone":"yes"}')
+    assert Invalidation.from_json(raw).gone is False

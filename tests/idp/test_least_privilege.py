@@ -253,3 +253,18 @@ def test_refresh_400_for_a_non_integer_id_carries_a_code(api):
         "error": "user_id must be an integer between 1 and 2**63-1",
         "code": "invalid_user_id",
     }
+
+
+def test_removing_the_last_role_announces_the_value_gone(api, subscriber):
+    api.service()
+    uid = api.user("dave")
+    api.roles(uid, ["viewer"])
+    assert subscriber.messages() == [
+        {"schema": 1, "user_id": uid, "service_name": "billing_api", "version": 1}
+    ]
+    api.roles(uid, [])  # the services' processes may deny her without asking the IdP
+    assert subscriber.messages() == [
+        {"schema": 1, "user_id": uid, "service_name": "billing_api", "version": None, "gone": True}
+    ]
+    api.roles(uid, ["viewer"])  # granted again: a plain message, her new value is in Redis
+    assert [m.get("gone") for m in subscriber.messages()] == [None]

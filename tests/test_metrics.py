@@ -250,3 +250,28 @@ def test_stats_url_without_an_endpoint_or_metrics_fails_clearly(mock, fake_idp, 
     )
     assert missing.exit_code == 1
     assert "GET http://svc.test/metrics answered 404, not metrics" in missing.output
+
+
+def test_counts_from_many_threads_are_exact_and_survive_the_threads() -> None:
+    import threading
+
+    stats = Stats()
+    per_thread, rounds = 5000, 3
+
+    def count() -> None:
+        for _ in range(per_thread):
+            stats.incr("l1_hits")
+        stats.decision("allow", "allowed")
+        stats.observe_lookup(0.5)
+
+    for _ in range(rounds):  # threads end between rounds: their counts are folded, not lost
+        threads = [threading.Thread(target=count) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    snap = stats.snapshot()
+    assert snap["l1_hits"] == 8 * rounds * per_thread
+    assert snap["allowed"] == 8 * rounds and snap["denied"] == 0
+    assert snap["timed_lookups"] == 8 * rounds and snap["lookup_seconds_total"] == 4.0 * rounds
+    assert len(stats._tallies) <= 8  # only live threads (and this round's) keep a tally

@@ -481,3 +481,19 @@ def test_routes_shows_static_files_as_not_guarded(key_prefix, fake_users, tmp_pa
         ],
         ["GET", "/static/<path:filename>", "static", "static", "files", "(not", "guarded)"],
     ]
+
+
+def test_an_open_route_runs_nothing_of_the_extension_per_request(unguarded) -> None:
+    """No before-request hook, and the first request's judging disconnects itself: a route
+    without a rule costs what it costs without the extension."""
+    from flask import request_started
+
+    assert not any(unguarded.before_request_funcs.values())
+    client = unguarded.test_client()
+    assert client.get("/ruled").status_code == 401  # judged at this first request
+    assert list(request_started.receivers_for(unguarded)) == []  # nothing left for this app
+    assert unguarded.view_functions["open_view"] is unguarded.view_functions.get("open_view")
+    misplaced = unguarded.view_functions[
+        "misplaced"
+    ]  # refused: stored wrapped, get() is as registered
+    assert misplaced is not unguarded.view_functions.get("misplaced")

@@ -23,7 +23,7 @@ from flask_rbac_abac import RBACABAC, Decision, Rule, UserAttributes, attribute,
 from flask_rbac_abac import permission as permission_rule
 from flask_rbac_abac import predicate as predicate_rule
 from flask_rbac_abac import role as role_rule
-from flask_rbac_abac.rules import Context
+from flask_rbac_abac.rules import AnyOf, Context, Role
 
 from .conftest import SERVICE, FakeIdP, bearer, examples, library_config
 
@@ -318,3 +318,45 @@ def test_through_flask_the_issue_example_is_403_rule_error(probe) -> None:
     assert (response.status_code, response.json["reason"]) == (403, "rule_error")
     idp.add(998, roles=["viewer"], attributes={"blocked_until": 0})
     assert app.test_client().get("/probe", headers=bearer(998)).status_code == 200
+
+
+@RULES
+@given(tree=trees(5), user=users)
+def test_allows_never_grants_what_evaluate_would_not_and_runs_no_leaf(tree, user) -> None:
+    """:meth:`Rule.allows` is the extension's shortcut (no Context, no Decision): where it says
+    True the reference evaluator allows too, and it never calls a predicate."""
+    calls = Calls()
+    rule = build(tree, calls)
+    if rule.allows(to_user(user)):
+        assert reference(tree, user) == ALLOW
+    assert calls.ran == []
+
+
+@RULES
+@given(
+    names=st.lists(st.sampled_from(ROLES), min_size=1, max_size=2),
+    perms=st.lists(st.sampled_from(PERMISSIONS), min_size=1, max_size=2),
+    user=users,
+)
+def test_allows_is_exact_for_role_and_permission_rules(names, perms, user) -> None:
+    """For the rules a protected route most often has, the shortcut decides every allow."""
+    held = to_user(user)
+    for tree in (
+        ("role", names),
+        ("permission", perms),
+        ("and", [("role", names), ("permission", perms)]),
+    ):
+        assert build(tree, Calls()).allows(held) is (reference(tree, user) == ALLOW)
+
+
+def test_allows_is_false_for_subclasses_and_empty_alternatives() -> None:
+    class Strict(Role):
+        def _evaluate(self, ctx: Context) -> Decision:
+            return Decision(False, "never", "never")
+
+    admin = to_user({"roles": ["admin"]})
+    assert role_rule("admin").allows(admin) is True
+    assert Strict("admin").allows(admin) is False
+    assert Strict("admin").evaluate(Context(admin)).allowed is False
+    assert AnyOf().allows(admin) is False
+    assert (~role_rule("viewer")).allows(admin) is False

@@ -134,3 +134,29 @@ def test_every_flush_invalidates_the_tickets_taken_before_it() -> None:
     ticket = cache.ticket(KEY)  # taken after the first flush ...
     cache.clear()  # ... and outdated by the second
     assert not cache.put(KEY, attrs(1), ticket)
+
+
+def test_entries_past_the_stale_window_are_dropped_as_new_ones_arrive() -> None:
+    clock = Clock()
+    cache = LocalCache(10, ttl=60, max_stale=30, timer=clock)
+    cache.put(KEY, attrs(1), cache.ticket(KEY))
+    clock.now = 89.5
+    other = ("billing_api", 8)
+    cache.put(other, attrs(1), cache.ticket(other))
+    assert len(cache) == 2  # 89.5 s old: still within fresh + stale
+    clock.now = 90.0  # exactly ttl + max_stale: gone, not merely unservable
+    assert len(cache) == 1 and KEY not in cache.entries
+    assert cache.get_stale(other) == (attrs(1), 0.5)
+
+
+def test_the_bound_drops_the_entry_stored_longest_ago() -> None:
+    cache = LocalCache(2, ttl=60)
+    keys = [("s", user) for user in (1, 2, 3)]
+    for key in keys[:2]:
+        cache.put(key, UserAttributes(user_id=key[1], service_name="s"), cache.ticket(key))
+    # storing key 1 again makes key 2 the oldest
+    cache.put(
+        keys[0], UserAttributes(user_id=1, service_name="s", version=1), cache.ticket(keys[0])
+    )
+    cache.put(keys[2], UserAttributes(user_id=3, service_name="s"), cache.ticket(keys[2]))
+    assert list(cache.entries) == [keys[0], keys[2]]

@@ -299,3 +299,18 @@ def test_a_refetch_for_an_unknown_kid_does_not_fall_back(
         source.key_for(keyset.token("k2"))
     # The known kid still verifies from the cached set meanwhile.
     assert source.key_for(keyset.token("k1")) is not None
+
+
+def test_while_a_failure_holds_back_fetches_an_unknown_kid_is_still_unavailable(
+    endpoint: Endpoint, keyset: KeySet, clock: Clock
+) -> None:
+    source = keys(clock, lifespan=10, max_stale=300)
+    source.key_for(keyset.token("k1"))
+    clock.now += 11
+    endpoint.script.append(TimeoutError("timed out"))
+    assert source.key_for(keyset.token("k1")) is not None  # due, failed: the last set serves
+    keyset.add("k2")
+    clock.now += 1  # within the interval after the failure: nothing is fetched
+    with pytest.raises(IdentityUnavailable):  # still not "no such kid"
+        source.key_for(keyset.token("k2"))
+    assert len(endpoint.fetches) == 2

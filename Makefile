@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 
-.PHONY: test lint dist-check docs services promtool chromium wrk demo bench clean mutation mutation-sample
+.PHONY: test test-loaded lint dist-check docs services promtool chromium wrk demo bench clean mutation mutation-sample
 
 # The venv itself, with a current pip.
 $(VENV)/.created:
@@ -76,6 +76,11 @@ test: $(VENV)/.installed services promtool chromium lint dist-check docs
 	CI=$${CI:-} $(PY) -m pytest --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
 	$(MAKE) mutation-sample
 
+# The whole suite three times in a row with one core busy (stress-ng, else a busy loop), to
+# catch tests that flake under load; logs in .loaded-runs/. RUNS=6 for more.
+test-loaded: $(VENV)/.installed services promtool chromium
+	scripts/loaded_runs.sh $${RUNS:-3} -- $(PYTEST_ARGS)
+
 # Mutation testing (mutmut, configured in setup.cfg's [mutmut]) of the modules that hold the
 # promise, against the fast unit tests. `mutation` runs every mutant and prints the score (fails
 # under 90 %); `mutation-sample` runs 40 chosen by a fixed seed and fails if one survives.
@@ -106,4 +111,4 @@ bench: $(VENV)/.bench-installed services wrk
 	$(PY) bench/partial.py
 
 clean:
-	rm -rf $(VENV) mutants .pytest_cache .mypy_cache .ruff_cache .coverage .demo build dist docs/_build
+	rm -rf $(VENV) mutants .loaded-runs .pytest_cache .mypy_cache .ruff_cache .coverage .demo build dist docs/_build

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from flask import Flask
 
-from flask_rbac_abac import RBACABAC, predicate
+from flask_rbac_abac import RBACABAC, predicate, role
 from flask_rbac_abac.enforcement import enforce
 
 from .conftest import FakeIdP, bearer, library_config
@@ -46,3 +46,22 @@ def test_enforce_without_the_extension_says_how_to_initialise_it() -> None:
         ),
     ):
         enforce(predicate(lambda user, resource: True, "any"))
+
+
+def test_a_rule_is_a_view_decorator(fake_idp: FakeIdP, key_prefix: str) -> None:
+    fake_idp.add(1, roles=["viewer"])
+    fake_idp.add(2, roles=["intern"])
+    app = Flask(__name__)
+    app.config.update(library_config(key_prefix))
+    RBACABAC().init_app(app, redis=fake_idp.client)
+
+    @app.get("/report/<int:number>")
+    @role("viewer")
+    def report(number: int) -> object:
+        return {"report": number}
+
+    client = app.test_client()
+    allowed = client.get("/report/7", headers=bearer(1))
+    assert (allowed.status_code, allowed.json) == (200, {"report": 7})
+    denied = client.get("/report/7", headers=bearer(2))
+    assert (denied.status_code, denied.json["reason"]) == (403, "missing_role")

@@ -96,3 +96,22 @@ def test_an_invalidation_says_gone_only_for_one_service_and_old_messages_read_un
     assert Invalidation.from_json(Invalidation(7, None, None, gone=True).to_json()).gone is False
     raw = plain.to_json().replace("}", ',"gone":"yes"}')
     assert Invalidation.from_json(raw).gone is False
+def test_to_json_is_canonical_sorted_keys_at_every_level() -> None:
+    attributes = {"z": 1, "a": {"y": 2, "b": 3}}
+    value = make(roles=["b", "a"], attributes=attributes, version=3, fetched_at=1.5)
+    assert value.to_json() == (
+        '{"attributes":{"a":{"b":3,"y":2},"z":1},"fetched_at":1.5,"permissions":[],'
+        f'"roles":["a","b"],"schema":{SCHEMA_VERSION},"service_name":"billing_api",'
+        '"user_id":7,"version":3}'
+    )
+
+
+def test_from_json_takes_exactly_max_value_bytes_and_not_one_more() -> None:
+    from flask_rbac_abac.model import MAX_VALUE_BYTES
+
+    text = make().to_json()
+    largest = text + " " * (MAX_VALUE_BYTES - len(text))  # JSON allows trailing blanks
+    assert UserAttributes.from_json(largest) == UserAttributes.from_json(text)
+    assert UserAttributes.from_json(largest.encode()) == UserAttributes.from_json(text)
+    with pytest.raises(DecodeError, match=r"^attributes value too large$"):
+        UserAttributes.from_json(largest + " ")

@@ -294,3 +294,54 @@ def test_only_a_denial_may_carry_the_rule_error_code() -> None:
     assert Decision(True, "fine", "").allowed is True
     with pytest.raises(ValueError):
         Decision(True, "boom", RULE_ERROR)
+
+
+def test_a_predicate_built_directly_takes_user_and_resource_only() -> None:
+    from flask_rbac_abac.rules import Predicate
+
+    seen = []
+
+    def owns(user, resource) -> bool:
+        seen.append((user, resource))
+        return resource == {"owner": user.user_id}
+
+    assert decide(Predicate(owns, "owner only"), resource={"owner": 1}).allowed
+    assert seen == [(USER, {"owner": 1})]
+
+
+def test_an_environment_predicate_gets_user_resource_and_environment() -> None:
+    seen = []
+
+    def check(user, resource, env) -> bool:
+        seen.append((user, resource, env))
+        return True
+
+    assert decide(predicate(check, with_environment=True), resource={"id": 5}).allowed
+    assert seen == [(USER, {"id": 5}, {})]
+
+
+def test_each_error_path_logs_the_rule_and_the_cause(caplog) -> None:
+    from flask_rbac_abac import Decision, Rule
+
+    class Sloppy(Rule):
+        def _evaluate(self, ctx: Context) -> Decision:
+            return "yes"  # type: ignore[return-value]
+
+        def __repr__(self) -> str:
+            return "sloppy()"
+
+    broken = predicate(lambda user, resource: resource["missing"], "needs missing")
+    unlike = attribute("clearance", "2")
+    with caplog.at_level("ERROR", logger="flask_rbac_abac"):
+        for rule in (broken, Sloppy(), unlike):
+            assert decide(rule, resource={}).code == "rule_error"
+    raised, returned, failed = caplog.records
+    assert raised.getMessage() == "authorization rule predicate('needs missing') raised; denying"
+    assert raised.exc_info is not None and raised.exc_info[0] is KeyError
+    assert returned.getMessage() == (
+        "authorization rule sloppy() returned 'yes', not a Decision; denying"
+    )
+    assert failed.getMessage() == (
+        "authorization rule attribute('clearance', '2') failed: "
+        "cannot compare a number with a string; denying"
+    )

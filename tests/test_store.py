@@ -236,6 +236,55 @@ def test_a_batch_writes_each_entry_by_the_version_rule_with_its_own_ttl(backend,
     assert write_attributes_batch(backend, [], key_prefix) == []
 
 
+def test_a_batch_sends_each_entry_once_when_the_script_is_loaded(backend, key_prefix):
+    """Only an entry answered NOSCRIPT is sent again: a repaired one stays "repaired"."""
+    write_attributes_batch(backend, [(attrs(next(_users), 1), 60)], key_prefix)  # loads it
+    corrupt = plant(backend, key_prefix, b"junk", ttl=3600)
+    fresh = next(_users)
+    batch = [(attrs(corrupt, 5), 60), (attrs(fresh, 5), 60)]
+    assert write_attributes_batch(backend, batch, key_prefix) == [
+        StoreResult.REPAIRED,
+        StoreResult.WRITTEN,
+    ]
+
+
+def test_a_batch_signs_the_values_with_the_first_key(backend, key_prefix):
+    from flask_rbac_abac.codec import decode_value
+    from flask_rbac_abac.errors import DecodeError
+
+    keys = {"k2": b"s" * 32, "k1": b"t" * 32}
+    user_id = next(_users)
+    value = attrs(user_id, 4, "viewer")
+    assert write_attributes_batch(backend, [(value, 60)], key_prefix, keys=keys) == [
+        StoreResult.WRITTEN
+    ]
+    raw = backend.get(key(key_prefix, user_id))
+    assert decode_value(raw, {"k2": b"s" * 32}) == value
+    with pytest.raises(DecodeError):  # signed with k2 only
+        decode_value(raw, {"k1": b"t" * 32})
+
+
+class NoTransactions:
+    """A client whose pipelines cannot be transactions, as a Redis Cluster's cannot span slots."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def pipeline(self, transaction: bool = True, **options: Any) -> Any:
+        if transaction:
+            raise AssertionError("a transaction pipeline: CROSSSLOT on a Redis Cluster")
+        return self._client.pipeline(transaction=transaction, **options)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def test_a_batch_is_not_a_transaction(backend, key_prefix):
+    batch = [(attrs(next(_users), 1), 60) for _ in range(3)]
+    results = write_attributes_batch(NoTransactions(backend), batch, key_prefix)
+    assert results == [StoreResult.WRITTEN] * 3
+
+
 def test_a_batch_raises_an_entrys_error_after_writing_the_others(backend, key_prefix):
     fine = next(_users)
     wrong_type = next(_users)

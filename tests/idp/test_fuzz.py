@@ -10,13 +10,13 @@ or none, on SQLite and the real Redis (under the test's key prefix). For every r
   (but one no schema can state: a role must be in the service's manifest);
 - invalid data is rejected (4xx): the server enforces every rule the document states.
 
-At least :data:`MIN_CASES` cases run per test run, bounded in time by Hypothesis settings.
+At least :data:`MIN_CASES` cases run per test run, bounded in time by :data:`TIME_BUDGET_S` (a
+pytest timeout, not an assertion on speed: under load the run takes ten times as long).
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from datetime import timedelta
 from typing import Any
@@ -44,8 +44,9 @@ from .test_openapi import DOC
 MIN_CASES = 1000
 #: Examples per operation and mode. Operations without inputs exhaust their few cases early.
 EXAMPLES = {GenerationMode.POSITIVE: 100, GenerationMode.NEGATIVE: 70}
-#: Wall-clock bound for the whole run (about 10 s idle), generous for a loaded 2-core machine.
-TIME_BUDGET_S = 100
+#: Wall-clock bound for the whole run: about 10 s idle, over 120 s with the suite under load on
+#: two cores (``make test-loaded``); a hang still ends here.
+TIME_BUDGET_S = 900
 #: Bound for one request in process; a slower one means something waited on a timeout.
 CASE_DEADLINE = timedelta(seconds=5)
 #: Operations in ``idp_app/openapi.json``, each one fuzzed, less the document's own
@@ -182,14 +183,13 @@ def _fuzz(
 
 
 @pytest.mark.redis
+@pytest.mark.timeout(TIME_BUDGET_S)
 def test_every_response_matches_the_document(seeded: tuple[Any, str]) -> None:
     app, service_token = seeded
     schema = schemathesis.openapi.from_wsgi("/api/openapi.json", app, config=CONFIG)
     # Admin most of the time, so the deep paths run; the others reach 401 and 403.
     tokens = [ADMIN_TOKEN] * 4 + [service_token, None, "svc_wrong"]
     sent: Counter[str] = Counter()
-    started = time.monotonic()
-
     operations = [result.ok() for result in schema.get_all_operations()]
     for operation in operations:
         raw = operation.definition.raw
@@ -197,10 +197,8 @@ def test_every_response_matches_the_document(seeded: tuple[Any, str]) -> None:
         if "requestBody" in raw or "parameters" in raw:  # else there is nothing to get wrong
             _fuzz(operation, GenerationMode.NEGATIVE, tokens, sent)
 
-    elapsed = time.monotonic() - started
     assert len(operations) == FUZZED_OPERATIONS
     assert sum(n for key, n in sent.items() if not key.endswith("2xx")) >= MIN_CASES, sent
-    assert elapsed < TIME_BUDGET_S, (elapsed, sent)
     for operation in operations:  # each operation answered, in both modes where it has inputs
         assert sent[f"{operation.definition.raw['operationId']} positive"] >= 1, sent
     for key in ("refreshUserCache", "registerService", "createUser", "setRoles", "issueToken"):

@@ -96,6 +96,8 @@ def test_an_invalidation_says_gone_only_for_one_service_and_old_messages_read_un
     assert Invalidation.from_json(Invalidation(7, None, None, gone=True).to_json()).gone is False
     raw = plain.to_json().replace("}", ',"gone":"yes"}')
     assert Invalidation.from_json(raw).gone is False
+
+
 def test_to_json_is_canonical_sorted_keys_at_every_level() -> None:
     attributes = {"z": 1, "a": {"y": 2, "b": 3}}
     value = make(roles=["b", "a"], attributes=attributes, version=3, fetched_at=1.5)

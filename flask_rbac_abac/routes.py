@@ -17,6 +17,10 @@ blueprint or on one it is nested in) is protected by that blueprint's rules too:
 Class-based views count as protected when their ``decorators`` hold a rule, or when the handler
 of the request's method (``get``, ``post``, ... on a ``MethodView``; ``dispatch_request`` on a
 ``View``) carries one. Flask's static file views are not views to guard.
+
+The guard itself costs nothing per request: :class:`GuardedViews` (the app's
+``view_functions``) judges each view once (:func:`refused_methods`) and stores only a refused
+one wrapped, so an open or a protected route is dispatched as Flask would without the extension.
 """
 
 from __future__ import annotations

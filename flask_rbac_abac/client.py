@@ -281,7 +281,7 @@ class RedisAttributeClient:
             looked_up = (self.service_name, user_id)
             entry = self.local.entries.get(looked_up)
             if entry is not None and entry.due > self._timer():  # fresh and not due
-                self.metrics.incr("l1_hits")
+                self.metrics.l1_hit()
                 return entry.attrs
             entry = self.local.get_entry(looked_up)
             if entry is not None and self._servable(looked_up, entry):  # due: act on it first

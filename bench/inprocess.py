@@ -104,7 +104,8 @@ def run(prefix: str, *, seconds: float, rounds: int) -> dict[str, Any]:
     # time and never went further.
     l1 = apps.client_of(built["protected"]).stats()
     l2 = apps.client_of(built["protected-l2"]).stats()
-    if l1["l2_hits"] + l1["l2_misses"] > 1 + l1["l1_hits"] // 1000 or l2["l2_misses"] or l2["auto_refreshes"]:
+    l1_reads_of_l2 = l1["l2_hits"] + l1["l2_misses"]  # its warm-up, and once per L1 TTL after it
+    if l1_reads_of_l2 > 1 + l1["l1_hits"] // 1000 or l2["l2_misses"] or l2["auto_refreshes"]:
         raise AssertionError(f"the L1/L2 cases did not hit where they say: {l1} {l2}")
     for app in built.values():
         if any(isinstance(e, apps.RBACABAC) for e in app.extensions.values()):

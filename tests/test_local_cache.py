@@ -217,3 +217,35 @@ def test_eviction_generations_are_remembered_for_a_bounded_time_on_the_cache_clo
     assert long.ticket(KEY) != before
     clock.now = 300 + 350
     assert long.ticket(KEY) == before
+
+
+def test_freshness_and_the_stale_window_end_exactly_at_their_length() -> None:
+    clock = Clock()
+    cache = LocalCache(10, ttl=60, max_stale=30, timer=clock)
+    cache.put(KEY, attrs(1), cache.ticket(KEY))
+    clock.now = 59.5
+    assert cache.get_entry(KEY) is not None
+    clock.now = 60
+    assert cache.get_entry(KEY) is None
+    assert cache.get_stale(KEY) == (attrs(1), 60)
+    clock.now = 90
+    assert cache.get_stale(KEY) is None
+    # without max_stale nothing is served past freshness
+    plain = LocalCache(10, ttl=60, timer=clock)
+    plain.put(KEY, attrs(1), plain.ticket(KEY))
+    clock.now = 150.5
+    assert plain.get_stale(KEY) is None
+
+
+def test_a_forgotten_user_is_dropped_unknown_and_refuses_tickets_taken_before() -> None:
+    cache = LocalCache(10, ttl=60)
+    cache.put(KEY, attrs(1), cache.ticket(KEY))
+    ticket = cache.ticket(KEY)
+    cache.forget(KEY)
+    assert cache.get(KEY) is None and KEY not in cache.entries
+    assert cache.is_unknown(KEY)
+    assert not cache.put(KEY, attrs(2), ticket)
+    ticket = cache.ticket(KEY)  # taken after the first forget ...
+    cache.forget(KEY)  # ... and outdated by the second
+    assert not cache.put(KEY, attrs(2), ticket)
+    assert cache.put(KEY, attrs(2), cache.ticket(KEY))

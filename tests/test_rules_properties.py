@@ -23,7 +23,7 @@ from flask_rbac_abac import RBACABAC, Decision, Rule, UserAttributes, attribute,
 from flask_rbac_abac import permission as permission_rule
 from flask_rbac_abac import predicate as predicate_rule
 from flask_rbac_abac import role as role_rule
-from flask_rbac_abac.rules import AllOf, AnyOf, Context, Role
+from flask_rbac_abac.rules import AllOf, AnyOf, Context, Permission, Role
 
 from .conftest import SERVICE, FakeIdP, bearer, examples, library_config
 
@@ -369,6 +369,9 @@ def test_allows_of_an_alternative_looks_at_its_first_rule_only() -> None:
     class Every(AllOf):
         pass
 
+    class Held(Permission):
+        pass
+
     admin = to_user({"roles": ["admin"]})
     assert (role_rule("admin") | role_rule("viewer")).allows(admin) is True
     # the second alternative allows too, but only past a denial of the first: evaluate it
@@ -376,3 +379,6 @@ def test_allows_of_an_alternative_looks_at_its_first_rule_only() -> None:
     assert Ordered(role_rule("admin")).allows(admin) is False  # a subclass may differ
     assert (role_rule("admin") & role_rule("admin")).allows(admin) is True
     assert Every(role_rule("admin")).allows(admin) is False
+    editor = to_user({"roles": ["editor"], "permissions": ["write"]})
+    assert permission_rule("write").allows(editor) is True
+    assert Held("write").allows(editor) is False

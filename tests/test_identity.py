@@ -110,3 +110,31 @@ def test_verifier_for_builds_the_verifier_the_settings_describe() -> None:
     assert isinstance(jwks._keys, JWKSKeys)
     assert (jwks._keys._max_stale, jwks._keys._client.jwk_set_cache.lifespan) == (9.0, 77)
     assert jwks._keys._client.timeout == 1.5
+
+
+def test_the_token_cache_keeps_the_latest_cache_size_headers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = Clock()
+    exp = int(clock.now) + 60
+    headers = [token(exp, sub=str(user)) for user in (1, 2, 3)]
+    v = JWTVerifier(
+        JWT_SECRET, "HS256", audience="rbac-abac", issuer="rbac-abac-idp", cache_size=2, timer=clock
+    )
+    decoded: list[str] = []
+    decode = jwt.decode
+
+    def counting(token: str, *args: object, **kwargs: object) -> object:
+        decoded.append(token)
+        return decode(token, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(jwt, "decode", counting)
+    assert [v.user_id(h) for h in headers] == [1, 2, 3]
+    assert list(v._cache) == headers[1:]  # the header verified longest ago went first
+    assert [v.user_id(h) for h in headers[1:]] == [2, 3]
+    assert len(decoded) == 3  # both answered from the cache
+    assert v.user_id(headers[0]) == 1  # verified again
+    assert len(decoded) == 4 and list(v._cache) == [headers[2], headers[0]]
+    # keyed by the whole header: the same token sent another way is verified on its own
+    other = "bearer  " + headers[2].partition(" ")[2]
+    assert v.user_id(other) == 3 and len(decoded) == 5

@@ -160,3 +160,92 @@ def test_the_bound_drops_the_entry_stored_longest_ago() -> None:
     )
     cache.put(keys[2], UserAttributes(user_id=3, service_name="s"), cache.ticket(keys[2]))
     assert list(cache.entries) == [keys[0], keys[2]]
+
+
+def test_reschedule_records_the_new_expiry_and_next_look_within_freshness() -> None:
+    clock = Clock()
+    cache = LocalCache(10, ttl=60, timer=clock)
+    clock.now = 10
+    value = attrs(1)
+    cache.put(KEY, value, cache.ticket(KEY), expires=100, limit=500, due=30)
+    clock.now = 20
+    cache.reschedule(KEY, value, expires=200, due=50)
+    assert cache.get_entry(KEY) == (value, 10, 200, 500, 50)
+    # the next look is never later than the end of the entry's freshness (stored_at + ttl)
+    cache.reschedule(KEY, value, expires=300, due=1000)
+    assert cache.get_entry(KEY) == (value, 10, 300, 500, 70)
+    assert len(cache) == 1
+
+
+def test_reschedule_leaves_a_replaced_or_missing_entry_alone() -> None:
+    cache = LocalCache(10, ttl=60)
+    old, new = attrs(1), attrs(2)
+    cache.put(KEY, new, cache.ticket(KEY), expires=100, due=30)
+    cache.reschedule(KEY, old, expires=200, due=50)  # a look at a value since replaced
+    assert cache.get_entry(KEY)[2:] == (100, float("inf"), 30)
+    cache.reschedule(KEY, attrs(2), expires=200, due=50)  # equal, but not the value held
+    assert cache.get_entry(KEY)[2:] == (100, float("inf"), 30)
+    other = ("billing_api", 8)
+    cache.reschedule(other, new, expires=200, due=50)
+    assert cache.get_entry(other) is None and other not in cache.entries
+
+
+def test_put_caps_the_next_look_at_the_end_of_freshness() -> None:
+    clock = Clock()
+    cache = LocalCache(10, ttl=60, timer=clock)
+    clock.now = 5
+    cache.put(KEY, attrs(1), cache.ticket(KEY), expires=40, limit=90, due=20)
+    assert cache.get_entry(KEY) == (attrs(1), 5, 40, 90, 20)
+    cache.put(KEY, attrs(1), cache.ticket(KEY))
+    assert cache.get_entry(KEY) == (attrs(1), 5, float("inf"), float("inf"), 65)
+
+
+def test_eviction_generations_are_remembered_for_a_bounded_time_on_the_cache_clock() -> None:
+    clock = Clock()
+    cache = LocalCache(10, ttl=60, max_stale=30, timer=clock)
+    before = cache.ticket(KEY)
+    cache.evict(KEY)
+    clock.now = 299
+    assert cache.ticket(KEY) != before  # still remembered: an in-flight reader is refused
+    clock.now = 300  # _GENERATION_MEMORY later (on the injected clock), the memory is gone
+    assert cache.ticket(KEY) == before
+    # a window longer than the generation memory keeps generations as long as entries live
+    long = LocalCache(10, ttl=250, max_stale=100, timer=clock)
+    before = long.ticket(KEY)
+    long.evict(KEY)
+    clock.now = 300 + 349
+    assert long.ticket(KEY) != before
+    clock.now = 300 + 350
+    assert long.ticket(KEY) == before
+
+
+def test_freshness_and_the_stale_window_end_exactly_at_their_length() -> None:
+    clock = Clock()
+    cache = LocalCache(10, ttl=60, max_stale=30, timer=clock)
+    cache.put(KEY, attrs(1), cache.ticket(KEY))
+    clock.now = 59.5
+    assert cache.get_entry(KEY) is not None
+    clock.now = 60
+    assert cache.get_entry(KEY) is None
+    assert cache.get_stale(KEY) == (attrs(1), 60)
+    clock.now = 90
+    assert cache.get_stale(KEY) is None
+    # without max_stale nothing is served past freshness
+    plain = LocalCache(10, ttl=60, timer=clock)
+    plain.put(KEY, attrs(1), plain.ticket(KEY))
+    clock.now = 150.5
+    assert plain.get_stale(KEY) is None
+
+
+def test_a_forgotten_user_is_dropped_unknown_and_refuses_tickets_taken_before() -> None:
+    cache = LocalCache(10, ttl=60)
+    cache.put(KEY, attrs(1), cache.ticket(KEY))
+    ticket = cache.ticket(KEY)
+    cache.forget(KEY)
+    assert cache.get(KEY) is None and KEY not in cache.entries
+    assert cache.is_unknown(KEY)
+    assert not cache.put(KEY, attrs(2), ticket)
+    ticket = cache.ticket(KEY)  # taken after the first forget ...
+    cache.forget(KEY)  # ... and outdated by the second
+    assert not cache.put(KEY, attrs(2), ticket)
+    assert cache.put(KEY, attrs(2), cache.ticket(KEY))

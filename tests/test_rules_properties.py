@@ -23,7 +23,7 @@ from flask_rbac_abac import RBACABAC, Decision, Rule, UserAttributes, attribute,
 from flask_rbac_abac import permission as permission_rule
 from flask_rbac_abac import predicate as predicate_rule
 from flask_rbac_abac import role as role_rule
-from flask_rbac_abac.rules import AnyOf, Context, Role
+from flask_rbac_abac.rules import AllOf, AnyOf, Context, Permission, Role
 
 from .conftest import SERVICE, FakeIdP, bearer, examples, library_config
 
@@ -360,3 +360,25 @@ def test_allows_is_false_for_subclasses_and_empty_alternatives() -> None:
     assert Strict("admin").evaluate(Context(admin)).allowed is False
     assert AnyOf().allows(admin) is False
     assert (~role_rule("viewer")).allows(admin) is False
+
+
+def test_allows_of_an_alternative_looks_at_its_first_rule_only() -> None:
+    class Ordered(AnyOf):
+        pass
+
+    class Every(AllOf):
+        pass
+
+    class Held(Permission):
+        pass
+
+    admin = to_user({"roles": ["admin"]})
+    assert (role_rule("admin") | role_rule("viewer")).allows(admin) is True
+    # the second alternative allows too, but only past a denial of the first: evaluate it
+    assert (role_rule("viewer") | role_rule("admin")).allows(admin) is False
+    assert Ordered(role_rule("admin")).allows(admin) is False  # a subclass may differ
+    assert (role_rule("admin") & role_rule("admin")).allows(admin) is True
+    assert Every(role_rule("admin")).allows(admin) is False
+    editor = to_user({"roles": ["editor"], "permissions": ["write"]})
+    assert permission_rule("write").allows(editor) is True
+    assert Held("write").allows(editor) is False

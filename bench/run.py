@@ -37,10 +37,11 @@ from bench import apps, inprocess, invalidation, memory, micro, over_http, repor
 from bench.common import REDIS_URL, new_prefix
 
 #: Sizes of a full run (about 2-3 minutes on 2 cores) and of ``--quick``. ``seconds``: of calls
-#: per case and round, in-process and micro; ``http_seconds``: per wrk run; ``trials``: per
-#: invalidation variant; ``large``: L1 entries of the larger RSS figure.
-FULL = {"seconds": 0.15, "rounds": 15, "micro_seconds": 0.1, "micro_rounds": 7,
-        "http_seconds": 3.0, "http_rounds": 5, "trials": 100, "large": 100_000}  # fmt: skip
+#: per case and round, in-process and micro (short rounds, many of them: a case and its baseline
+#: run close together, so the machine's drift cancels in their ratio); ``http_seconds``: per
+#: wrk run; ``trials``: per invalidation variant; ``large``: L1 entries of the larger RSS figure.
+FULL = {"seconds": 0.03, "rounds": 75, "micro_seconds": 0.1, "micro_rounds": 7,
+        "http_seconds": 2.0, "http_rounds": 9, "trials": 100, "large": 100_000}  # fmt: skip
 QUICK = {"seconds": 0.04, "rounds": 5, "micro_seconds": 0.03, "micro_rounds": 3,
          "http_seconds": 1.0, "http_rounds": 2, "trials": 20, "large": 20_000}  # fmt: skip
 

@@ -285,7 +285,7 @@ class RedisAttributeClient:
                 return entry.attrs
             entry = self.local.get_entry(looked_up)
             if entry is not None and self._servable(looked_up, entry):  # due: act on it first
-                self.metrics.incr("l1_hits")
+                self.metrics.l1_hit()
                 return entry.attrs
         started = time.perf_counter()
         key = self._key(user_id, service_name)
@@ -293,7 +293,7 @@ class RedisAttributeClient:
             if key != looked_up:  # normalised to another key ("123" -> 123): look again
                 entry = self.local.get_entry(key)
                 if entry is not None and self._servable(key, entry):
-                    self.metrics.incr("l1_hits")
+                    self.metrics.l1_hit()
                     return entry.attrs
             self.metrics.incr("l1_misses")
             ticket = self.local.ticket(key)

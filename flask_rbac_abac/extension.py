@@ -256,8 +256,7 @@ class RBACABAC:
         """Authorize the current request for a view protected by ``rule``; aborts 401/403/503.
 
         The caller's attributes first (so an anonymous caller gets 401, not the resource
-        loader's 404), then the resource for ``view_args``, then the rule: :meth:`Rule.allows`
-        (a role check needs no :class:`Context`), else :meth:`Rule.evaluate`.
+        loader's 404), then the resource for ``view_args``, then the rule (:meth:`_decide`).
 
         :param ctx: the app context of the request (its app and ``g``).
         """
@@ -274,14 +273,25 @@ class RBACABAC:
                 raise
             except Exception:
                 self.deny_for_error(rule)
+        self._decide(state, rule, user, target, req)
+
+    def _decide(
+        self, state: _AppState, rule: Rule, user: UserAttributes, resource: Any, req: Request
+    ) -> Decision:
+        """``rule``'s decision for ``user``, recorded; aborts 403 when it does not allow.
+
+        :meth:`Rule.allows` first (a role check needs no :class:`Context`), else
+        :meth:`Rule.evaluate`.
+        """
         try:
-            decision = ALLOW if rule.allows(user) else rule.evaluate(Context(user, target, req))
-        except Exception:  # a custom rule's allows(): an error, never a grant
+            decision = ALLOW if rule.allows(user) else rule.evaluate(Context(user, resource, req))
+        except Exception:  # a custom rule's allows() or evaluate(): an error, never a grant
             log.exception("authorization rule %r raised; denying", rule)
             decision = ERROR
         self._record(state, decision, user.user_id, rule, req)
         if not decision.allowed:
             _abort(403, decision.reason, decision.code)
+        return decision
 
     def _refuse(self, state: _AppState, decision: Decision, req: Request) -> NoReturn:
         self._record(state, decision, None, None, req)
@@ -355,11 +365,7 @@ class RBACABAC:
         state = self._state()
         req = request._get_current_object()  # type: ignore[attr-defined]
         user = self._load_attributes(state, req, g._get_current_object())
-        decision = rule.evaluate(Context(user, resource, req))
-        self._record(state, decision, user.user_id, rule, req)
-        if not decision.allowed:
-            _abort(403, decision.reason, decision.code)
-        return decision
+        return self._decide(state, rule, user, resource, req)
 
     def deny_for_error(self, rule: Rule) -> NoReturn:
         """A resource loader raised: deny (logged), never a 500 or an allow."""

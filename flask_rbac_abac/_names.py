@@ -12,10 +12,10 @@ from __future__ import annotations
 EXTENSION_KEY = "rbac_abac"
 #: The key in ``app.extensions`` of the app's own state: its settings, client and verifier.
 STATE_KEY = "rbac_abac.state"
-#: The ``g`` attribute holding the caller's user id, once resolved in this request.
-G_IDENTITY = "_rbac_abac_identity"
-#: The ``g`` attribute holding the caller's :class:`UserAttributes`, once loaded in this request.
-G_ATTRIBUTES = "_rbac_abac_attributes"
+#: The request attribute holding the caller's user id, once resolved in this request.
+REQUEST_IDENTITY = "_rbac_abac_identity"
+#: The request attribute holding the caller's :class:`UserAttributes`, once loaded for it.
+REQUEST_ATTRIBUTES = "_rbac_abac_attributes"
 #: The attribute ``requires`` sets on the wrapper it returns: the rules it enforces.
 RULES_ATTR = "_rbac_abac_rules"
 #: The attribute :func:`~flask_rbac_abac.public` sets on a view function or class.

@@ -310,9 +310,13 @@ class RedisAttributeClient:
                 return None
             if not (auto_refresh and self.auto_refresh):
                 return None
-            return self._single_flight.run(key, lambda: self._refresh(key, redis_ok))
+            return self._refresh_once(key, redis_ok)
         finally:
             self.metrics.observe_lookup(time.perf_counter() - started)
+
+    def _refresh_once(self, key: Key, redis_ok: bool) -> UserAttributes | None:
+        """:meth:`_refresh`, one at a time per key in this process (the others wait for it)."""
+        return self._single_flight.run(key, lambda: self._refresh(key, redis_ok))
 
     def _read_l2(self, key: Key) -> tuple[UserAttributes | None, bool]:
         """``(attrs or None, redis_ok)``."""

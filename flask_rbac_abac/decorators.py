@@ -16,10 +16,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-from flask import Blueprint, g, request
+from flask import Blueprint, request
 from werkzeug.local import LocalProxy
 
-from ._names import G_ATTRIBUTES, G_IDENTITY, PASS_THROUGH_METHODS, PUBLIC_ATTR, RULES_ATTR
+from ._names import (
+    PASS_THROUGH_METHODS,
+    PUBLIC_ATTR,
+    RULES_ATTR,
+)
 from .enforcement import F, enforce, extension, protect
 from .model import UserAttributes
 from .rules import Context, Rule, attribute, permission, role
@@ -28,17 +32,11 @@ V = TypeVar("V")
 
 
 def _current_attributes() -> UserAttributes:
-    attrs = g.get(G_ATTRIBUTES)
-    if attrs is None:
-        attrs = extension().load_current_attributes()
-    return cast(UserAttributes, attrs)
+    return cast(UserAttributes, extension().load_current_attributes())
 
 
 def _current_identity() -> int | str:
-    identity = g.get(G_IDENTITY)
-    if identity is None:
-        identity = extension().load_identity()
-    return cast("int | str", identity)
+    return cast("int | str", extension().load_identity())
 
 
 #: The caller's :class:`UserAttributes` (loaded on first use; 401/403/503 when it cannot be).

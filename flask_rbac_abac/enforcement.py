@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from flask import current_app
-from flask.globals import app_ctx
 
 from ._names import EXTENSION_KEY, RULES_ATTR
 from .routes import record_wrapped
@@ -58,10 +57,9 @@ def protect(rule: Rule, resource: Callable[..., Any] | None = None) -> Callable[
 
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            ctx = app_ctx._get_current_object()  # type: ignore[attr-defined]
-            app = ctx.app
+            app = current_app._get_current_object()  # type: ignore[attr-defined]
             ext = app.extensions.get(EXTENSION_KEY) or _extension_of(app)
-            ext.guard(ctx, rule, resource, kwargs)
+            ext.guard(app, rule, resource, kwargs)
             if is_async:
                 return app.ensure_sync(view)(*args, **kwargs)
             return view(*args, **kwargs)

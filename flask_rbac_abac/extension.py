@@ -20,19 +20,19 @@ import logging
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from logging import DEBUG, INFO
 from typing import Any, NoReturn, TypeVar
 
 import requests
-from flask import Flask, Request, Response, current_app, g, request, request_started
-from flask.ctx import AppContext
+from flask import Flask, Request, Response, current_app, request, request_started
 from werkzeug.exceptions import HTTPException
 
 from . import config, signals
 from ._names import (
     EXTENSION_KEY,
-    G_ATTRIBUTES,
-    G_IDENTITY,
     PASS_THROUGH_METHODS,
+    REQUEST_ATTRIBUTES,
+    REQUEST_IDENTITY,
     STATE_KEY,
 )
 from .answers import refuse
@@ -248,7 +248,7 @@ class RBACABAC:
 
     def guard(
         self,
-        ctx: AppContext,
+        app: Flask,
         rule: Rule,
         resource: Callable[..., Any] | None,
         view_args: dict[str, Any],
@@ -258,13 +258,13 @@ class RBACABAC:
         The caller's attributes first (so an anonymous caller gets 401, not the resource
         loader's 404), then the resource for ``view_args``, then the rule (:meth:`_decide`).
 
-        :param ctx: the app context of the request (its app and ``g``).
+        :param app: the request's app (``current_app``).
         """
         req = request._get_current_object()  # type: ignore[attr-defined]
         if req.method in PASS_THROUGH_METHODS:
             return  # a CORS preflight carries no credentials
-        state = ctx.app.extensions[STATE_KEY]
-        user = self._load_attributes(state, req, ctx.g)
+        state = app.extensions[STATE_KEY]
+        user = self._load_attributes(state, req, req.__dict__)
         target = None
         if resource is not None:
             try:
@@ -288,6 +288,9 @@ class RBACABAC:
         except Exception:  # a custom rule's allows() or evaluate(): an error, never a grant
             log.exception("authorization rule %r raised; denying", rule)
             decision = ERROR
+        if decision is ALLOW and not (audit.isEnabledFor(DEBUG) or signals.decision_made.receivers):
+            state.client.metrics.allow()  # the hot path: an allow nobody reads, only counted
+            return decision
         self._record(state, decision, user.user_id, rule, req)
         if not decision.allowed:
             _abort(403, decision.reason, decision.code)
@@ -298,15 +301,16 @@ class RBACABAC:
         _abort(403, decision.reason, decision.code)
 
     def load_identity(self) -> int | str:
-        """The caller's user id, cached on ``g``; aborts with 401 JSON when there is none."""
-        return self._load_identity(
-            self._state(),
-            request._get_current_object(),  # type: ignore[attr-defined]
-            g._get_current_object(),
-        )
+        """The caller's user id, kept for the request; aborts with 401 JSON when there is none."""
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        return self._load_identity(self._state(), req, req.__dict__)
 
-    def _load_identity(self, state: _AppState, req: Request, ctx_g: Any) -> int | str:
-        cached: int | str | None = ctx_g.__dict__.get(G_IDENTITY)
+    def _load_identity(
+        self, state: _AppState, req: Request, per_request: dict[str, Any]
+    ) -> int | str:
+        """:meth:`load_identity`. ``per_request`` is where the request keeps what was loaded for
+        it: the request object's own ``__dict__``, which no client can write to."""
+        cached: int | str | None = per_request.get(REQUEST_IDENTITY)
         if cached is not None:
             return cached
         identity: int | str | None = None
@@ -328,22 +332,21 @@ class RBACABAC:
                 _abort(503, "the identity cannot be verified now", "identity_unavailable")
         if identity is None:
             _abort(401, "authentication required", "no_identity", **{"WWW-Authenticate": "Bearer"})
-        ctx_g.__dict__[G_IDENTITY] = identity
+        per_request[REQUEST_IDENTITY] = identity
         return identity
 
     def load_current_attributes(self) -> UserAttributes:
-        """The caller's attributes, cached on ``g``; aborts 401, 403 or 503 (JSON)."""
-        return self._load_attributes(
-            self._state(),
-            request._get_current_object(),  # type: ignore[attr-defined]
-            g._get_current_object(),
-        )
+        """The caller's attributes, kept for the request; aborts 401, 403 or 503 (JSON)."""
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        return self._load_attributes(self._state(), req, req.__dict__)
 
-    def _load_attributes(self, state: _AppState, req: Request, ctx_g: Any) -> UserAttributes:
-        attrs: UserAttributes | None = ctx_g.__dict__.get(G_ATTRIBUTES)
+    def _load_attributes(
+        self, state: _AppState, req: Request, per_request: dict[str, Any]
+    ) -> UserAttributes:
+        attrs: UserAttributes | None = per_request.get(REQUEST_ATTRIBUTES)
         if attrs is not None:
             return attrs
-        user_id = self._load_identity(state, req, ctx_g)
+        user_id = self._load_identity(state, req, per_request)
         client = state.client
         try:
             attrs = client.get_user_attributes(user_id)
@@ -357,14 +360,14 @@ class RBACABAC:
                 f"user {user_id} has no attributes in service {client.service_name}",
                 "unknown_user",
             )
-        ctx_g.__dict__[G_ATTRIBUTES] = attrs
+        per_request[REQUEST_ATTRIBUTES] = attrs
         return attrs
 
     def authorize(self, rule: Rule, resource: Any = None) -> Decision:
         """Evaluate ``rule`` for the current caller; abort with 403 JSON when it denies."""
         state = self._state()
         req = request._get_current_object()  # type: ignore[attr-defined]
-        user = self._load_attributes(state, req, g._get_current_object())
+        user = self._load_attributes(state, req, req.__dict__)
         return self._decide(state, rule, user, resource, req)
 
     def deny_for_error(self, rule: Rule) -> NoReturn:
@@ -372,7 +375,7 @@ class RBACABAC:
         log.exception("resource loader for %r raised; denying", rule)
         decision = ERROR
         req = request._get_current_object()  # type: ignore[attr-defined]
-        self._record(self._state(), decision, g.get(G_IDENTITY), rule, req)
+        self._record(self._state(), decision, req.__dict__.get(REQUEST_IDENTITY), rule, req)
         _abort(403, decision.reason, decision.code)
 
     def _record(
@@ -383,7 +386,7 @@ class RBACABAC:
             client.metrics.allow()
         else:
             client.metrics.decision(decision.outcome, decision.code)
-        level = logging.DEBUG if decision.allowed else logging.INFO
+        level = DEBUG if decision.allowed else INFO
         if audit.isEnabledFor(level):
             audit.log(
                 level,

@@ -54,7 +54,10 @@ SCOPE = [
     "flask_rbac_abac.enforcement.*",
     "flask_rbac_abac.keys.*",
     "flask_rbac_abac.model.*",
-    *(f"flask_rbac_abac.client.x\u01c1RedisAttributeClient\u01c1{name}__mutmut_*" for name in CLIENT_LOOKUP),
+    *(
+        f"flask_rbac_abac.client.x\u01c1RedisAttributeClient\u01c1{name}__mutmut_*"
+        for name in CLIENT_LOOKUP
+    ),
 ]
 
 

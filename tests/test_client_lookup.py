@@ -52,8 +52,13 @@ class Clocks:
 
 
 @pytest.fixture
-def redis() -> fakeredis.FakeRedis:
-    return fakeredis.FakeRedis(server=fakeredis.FakeServer())
+def server() -> fakeredis.FakeServer:
+    return fakeredis.FakeServer()
+
+
+@pytest.fixture
+def redis(server: fakeredis.FakeServer) -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis(server=server)
 
 
 @pytest.fixture
@@ -246,15 +251,19 @@ def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 def test_a_failed_redis_read_is_counted_logged_and_marks_redis_degraded(
-    make_client, redis, idp, caplog
+    make_client, server, idp, caplog
 ) -> None:
     idp.add(7, roles=["admin"])
-    client = make_client()
+    mine = fakeredis.FakeRedis(server=server)  # the IdP writes through its own connection
+    client = make_client(redis=mine)
     assert client.get_user_attributes(8, auto_refresh=False) is None
     assert client.health.state("redis") == "ok"
-    with mock.patch.object(redis, "get", side_effect=RedisConnectionError("no route to redis")):
-        with caplog.at_level(logging.WARNING, logger="flask_rbac_abac.client"):
-            assert client.get_user_attributes(7).roles == ("admin",)
+    down = RedisConnectionError("no route to redis")
+    # Redis is down for this client: the lookup asks it once, not again for the lease.
+    with mock.patch.object(mine, "get", side_effect=down):
+        with mock.patch.object(mine, "eval", side_effect=down):
+            with caplog.at_level(logging.WARNING, logger="flask_rbac_abac.client"):
+                assert client.get_user_attributes(7).roles == ("admin",)
     assert client.stats()["redis_errors"] == 1
     assert client.health.state("redis") == "degraded"
     assert warnings_of(caplog) == [
@@ -567,3 +576,38 @@ def test_an_invalidation_is_signalled(make_client) -> None:
         client._on_invalidation(Invalidation(7, SERVICE, 3))
     assert heard == [(client, {"user_id": 7, "service_name": SERVICE, "version": 3})]
     assert client.stats()["invalidations"] == 1
+
+
+def test_a_refresh_ahead_goes_on_when_only_the_ttl_cannot_be_read(
+    make_client, redis, key_prefix, clocks, idp
+) -> None:
+    stored(redis, key_prefix, attrs(roles=["old"]))
+    idp.add(7, roles=["new"], version=2)
+    client = make_client()
+    client.get_user_attributes(7)  # recently fetched: no PTTL needed
+    clocks.advance(90)
+    with mock.patch.object(redis, "pttl", side_effect=RedisConnectionError("gone")):
+        assert client.get_user_attributes(7).roles == ("old",)
+        # The background read of the value worked (its TTL did not): it still refreshes.
+        assert wait_for(lambda: client.stats()["refresh_ahead"] == 1)
+    assert len(idp.requests) == 1
+    assert client.stats()["redis_errors"] == 1
+
+
+def test_the_lease_holders_value_lands_in_l1_with_a_full_ttl(
+    make_client, redis, key_prefix, clocks, idp
+) -> None:
+    client = make_client()
+    other_process = make_client()
+    redis.set(lease_key(key_prefix, SERVICE, 7), "another-process", px=5000)
+    writer = threading.Timer(0.15, other_process.set_user_attributes, [attrs(roles=["theirs"])])
+    writer.start()
+    try:
+        assert client.get_user_attributes(7).roles == ("theirs",)
+    finally:
+        writer.cancel()
+    assert idp.requests == []
+    assert client.local.get_entry((SERVICE, 7)).expires == clocks.now + 100
+    with mock.patch.object(redis, "get", side_effect=AssertionError("Redis was read")):
+        assert client.get_user_attributes(7).roles == ("theirs",)
+    assert client.stats()["l1_hits"] == 1

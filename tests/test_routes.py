@@ -16,6 +16,7 @@ from flask_rbac_abac import (
     RBACABAC,
     ConfigurationError,
     enforce,
+    permission,
     public,
     requires,
     requires_permission,
@@ -497,3 +498,21 @@ def test_an_open_route_runs_nothing_of_the_extension_per_request(unguarded) -> N
         "misplaced"
     ]  # refused: stored wrapped, get() is as registered
     assert misplaced is not unguarded.view_functions.get("misplaced")
+
+
+def test_routes_lists_every_rule_of_stacked_decorators(
+    key_prefix: str, fake_users: FakeIdP
+) -> None:
+    app = clean_app(key_prefix, fake_users)
+
+    @app.get("/stacked")
+    @requires(role("admin"))
+    @requires(permission("invoice:read"))
+    def stacked() -> str:
+        return "ok"
+
+    code, lines = routes(app)
+    assert code == 0
+    listed = {line.split(None, 3)[1]: line.split(None, 3)[3] for line in lines[:-1]}
+    # The inner rule first, then the outer one: both run, so both are listed.
+    assert listed["/stacked"] == "permission('invoice:read') & role('admin')"

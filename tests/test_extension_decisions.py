@@ -440,7 +440,8 @@ def test_a_rule_is_given_no_resource_without_a_loader_and_the_request(app: Flask
 
 
 def test_a_rule_that_surely_allows_is_not_evaluated(app: Flask) -> None:
-    rule = Recorder(Decision(False, "evaluate says no", "evaluated"), surely_allows=True)
+    # Rule.allows' contract: True means "evaluate would allow", and the extension then skips it.
+    rule = Recorder(ALLOW, surely_allows=True)
     guarded_by(app, rule)
     assert app.test_client().get("/custom", headers=bearer(1)).status_code == 200
     assert rule.seen == []

@@ -43,9 +43,28 @@ CLIENT_LOOKUP = [
     "_call_idp",
     "_stale",
     "_on_invalidation",
+    "_refresh_once",
 ]
-#: The mutants scored: every function of the modules setup.cfg names but client.py, and the
-#: client's lookup path.
+#: The extension's decision path: the methods of ``RBACABAC`` scored (its configuration, route
+#: guard installation and operations are not). ``_refusing``, the route guard's refusal wrapper,
+#: has no mutant: mutmut leaves a decorated function alone (``refused_view``, under
+#: ``functools.wraps``), and the rest of ``_refusing`` holds nothing to mutate.
+EXTENSION_DECISION = [
+    "guard",
+    "_decide",
+    "_refuse",
+    "load_identity",
+    "_load_identity",
+    "load_current_attributes",
+    "_load_attributes",
+    "authorize",
+    "deny_for_error",
+    "_record",
+]
+#: The module functions of the extension's decision path (the HTTP refusals).
+EXTENSION_FUNCTIONS = ["_abort", "_invalid_identity"]
+#: The mutants scored: every function of the modules setup.cfg names but client.py and
+#: extension.py, the client's lookup path and the extension's decision path.
 SCOPE = [
     "flask_rbac_abac.rules.*",
     "flask_rbac_abac.identity.*",
@@ -58,6 +77,11 @@ SCOPE = [
         f"flask_rbac_abac.client.x\u01c1RedisAttributeClient\u01c1{name}__mutmut_*"
         for name in CLIENT_LOOKUP
     ),
+    *(
+        f"flask_rbac_abac.extension.x\u01c1RBACABAC\u01c1{name}__mutmut_*"
+        for name in EXTENSION_DECISION
+    ),
+    *(f"flask_rbac_abac.extension.x_{name}__mutmut_*" for name in EXTENSION_FUNCTIONS),
 ]
 
 

@@ -275,3 +275,21 @@ def test_a_nested_value_is_written_in_canonical_key_order(backend, key_prefix):
     raw = backend.get(attributes_key(key_prefix, SERVICE, user_id)).decode()
     assert raw == encode_value(rebuilt(user_id, {"dept": "ops", "office": nested}, "admin"))
     assert '"office":{"alpha":1,"mid":{"b":3,"y":2},"zone":"eu"}' in raw
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"set_attributes": {"limit": float("nan")}},
+        {"attributes": {"limit": float("inf")}},
+        {"fetched_at": float("nan")},
+    ],
+)
+def test_a_value_json_cannot_carry_is_refused_before_redis(backend, key_prefix, change):
+    # NaN and infinity are not JSON: written, the entry would not decode, so nothing is sent.
+    user_id = seed(backend, key_prefix, {"limit": 10}, "admin")
+    before = backend.get(attributes_key(key_prefix, SERVICE, user_id))
+    arguments = {"version": 5, "ttl": 900, "fetched_at": NOW, **change}
+    with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
+        patch_attributes(backend, key_prefix, SERVICE, user_id, **arguments)
+    assert backend.get(attributes_key(key_prefix, SERVICE, user_id)) == before

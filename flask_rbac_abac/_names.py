@@ -12,6 +12,10 @@ from __future__ import annotations
 EXTENSION_KEY = "rbac_abac"
 #: The key in ``app.extensions`` of the app's own state: its settings, client and verifier.
 STATE_KEY = "rbac_abac.state"
+#: The key in ``app.extensions`` of the app's hot path (:mod:`.hotpath`), when it has one.
+HOT_PATH_KEY = "rbac_abac.hot_path"
+#: The logger of the decisions (allows at DEBUG, denials at INFO).
+AUDIT_LOGGER = "flask_rbac_abac.audit"
 #: The request attribute holding the caller's user id, once resolved in this request.
 REQUEST_IDENTITY = "_rbac_abac_identity"
 #: The request attribute holding the caller's :class:`UserAttributes`, once loaded for it.

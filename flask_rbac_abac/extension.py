@@ -29,7 +29,9 @@ from werkzeug.exceptions import HTTPException
 
 from . import config, signals
 from ._names import (
+    AUDIT_LOGGER,
     EXTENSION_KEY,
+    HOT_PATH_KEY,
     PASS_THROUGH_METHODS,
     REQUEST_ATTRIBUTES,
     REQUEST_IDENTITY,
@@ -46,6 +48,7 @@ from .errors import (
     InvalidIdentity,
     InvalidKeyPart,
 )
+from .hotpath import hot_path
 from .identity import JWTVerifier, verifier_for
 from .metrics import CONTENT_TYPE, PrometheusMetrics
 from .model import UserAttributes, validate_user_id
@@ -53,7 +56,7 @@ from .routes import GuardedViews, Protection, refused_methods, view_name
 from .rules import ALLOW, ERROR, Context, Decision, Rule
 
 log = logging.getLogger(__name__)
-audit = logging.getLogger("flask_rbac_abac.audit")
+audit = logging.getLogger(AUDIT_LOGGER)
 
 IdentityLoader = Callable[[], Any]
 L = TypeVar("L", bound=IdentityLoader)
@@ -129,6 +132,8 @@ class RBACABAC:
         state.closer = weakref.finalize(app, client.close)
         app.extensions[STATE_KEY] = state
         app.extensions[EXTENSION_KEY] = self
+        if state.verifier is not None:  # the hot path knows callers by their verified tokens
+            app.extensions[HOT_PATH_KEY] = hot_path(self, state.verifier, client)
         self._install_guard(app, state)
         if settings.metrics_endpoint is not None:
             self._serve_metrics(app, settings.metrics_endpoint, client)
@@ -289,7 +294,7 @@ class RBACABAC:
             log.exception("authorization rule %r raised; denying", rule)
             decision = ERROR
         if decision is ALLOW and not (audit.isEnabledFor(DEBUG) or signals.decision_made.receivers):
-            state.client.metrics.allow()  # the hot path: an allow nobody reads, only counted
+            state.client.metrics.allow()  # an allow nobody reads: only counted
             return decision
         self._record(state, decision, user.user_id, rule, req)
         if not decision.allowed:

@@ -65,7 +65,8 @@ EXTENSION_DECISION = [
 #: The module functions of the extension's decision path (the HTTP refusals).
 EXTENSION_FUNCTIONS = ["_abort", "_invalid_identity"]
 #: The mutants scored: every function of the modules setup.cfg names but client.py and
-#: extension.py, the client's lookup path and the extension's decision path.
+#: extension.py (hotpath.py included), the client's lookup path and the extension's decision
+#: path.
 SCOPE = [
     "flask_rbac_abac.rules.*",
     "flask_rbac_abac.identity.*",
@@ -74,6 +75,7 @@ SCOPE = [
     "flask_rbac_abac.enforcement.*",
     "flask_rbac_abac.keys.*",
     "flask_rbac_abac.model.*",
+    "flask_rbac_abac.hotpath.*",
     *(
         f"flask_rbac_abac.client.x\u01c1RedisAttributeClient\u01c1{name}__mutmut_*"
         for name in CLIENT_LOOKUP

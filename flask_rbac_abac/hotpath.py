@@ -1,0 +1,88 @@
+"""The hot path: the allow of a caller seen a moment ago, decided in one function.
+
+Most requests to a protected view come from a caller this process has just served: the bearer
+token is in the verifier's cache and has not expired, the caller's attributes are in L1 and are
+not due for a look, and the view's rule allows from roles and permissions alone
+(:meth:`Rule.allows`). The function :func:`hot_path` builds decides that case with dictionary
+reads and two clock readings, without the calls of the full path.
+
+It only ever allows, and only where the full path (:meth:`RBACABAC.guard`) would allow in the
+same way: the same identity and attributes kept for the request, one L1 hit and one allow
+counted. In every other case it returns ``False`` having done nothing, and the full path decides
+as it always does: ``OPTIONS``, a custom identity loader, a token not verified yet (or expired),
+an L1 miss or an entry that is due, a process whose invalidation subscriber is not started yet,
+a rule that needs its :class:`Context` or that does not allow, and a decision somebody reads
+(the audit logger at ``DEBUG``, a ``decision_made`` receiver). A view with a resource loader
+never comes here (:mod:`.enforcement`).
+
+It reads the verifier's token cache and the client's L1 directly: the same reads the full path
+makes (:meth:`JWTVerifier.user_id`, :meth:`RedisAttributeClient.get_user_attributes`), which
+take no lock, so the two cannot disagree on what a hit is.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from logging import DEBUG
+from typing import TYPE_CHECKING, Any
+
+from . import invalidation
+from ._names import AUDIT_LOGGER, PASS_THROUGH_METHODS, REQUEST_ATTRIBUTES, REQUEST_IDENTITY
+from .signals import decision_made
+
+if TYPE_CHECKING:
+    from flask import Request
+
+    from .client import RedisAttributeClient
+    from .identity import JWTVerifier
+    from .rules import Rule
+
+#: ``hot(rule, request)``: True when the request was allowed (and counted) here.
+HotPath = Callable[["Rule", "Request"], bool]
+
+audit = logging.getLogger(AUDIT_LOGGER)
+
+
+def hot_path(owner: Any, verifier: JWTVerifier, client: RedisAttributeClient) -> HotPath:
+    """The hot path of one app: ``owner`` is its :class:`RBACABAC` (whose identity loader, once
+    registered, sends every request the full way), ``verifier`` and ``client`` the app's."""
+    verified = verifier._cache.get
+    token_clock, leeway = verifier._timer, verifier._leeway
+    l1 = client.local.entries.get
+    clock, service, metrics = client._timer, client.service_name, client.metrics
+
+    def hot(rule: Rule, req: Request) -> bool:
+        if (
+            req.method in PASS_THROUGH_METHODS
+            or owner._identity_loader is not None
+            or client._listening_in != invalidation.generation
+            or decision_made.receivers
+            or audit.isEnabledFor(DEBUG)
+        ):
+            return False
+        kept = req.__dict__
+        attrs = kept.get(REQUEST_ATTRIBUTES)  # loaded by an outer rule of this request
+        user_id = None
+        if attrs is None:
+            hit = verified(req.environ.get("HTTP_AUTHORIZATION", ""))
+            if hit is None or token_clock() >= hit[1] + leeway:
+                return False
+            user_id = hit[0]
+            entry = l1((service, user_id))
+            if entry is None or entry.due <= clock():
+                return False
+            attrs = entry.attrs
+        try:
+            if not rule.allows(attrs):
+                return False
+        except Exception:  # a custom rule's: the full path denies it (``rule_error``)
+            return False
+        if user_id is not None:
+            metrics.l1_hit()
+            kept[REQUEST_IDENTITY] = user_id
+            kept[REQUEST_ATTRIBUTES] = attrs
+        metrics.allow()
+        return True
+
+    return hot

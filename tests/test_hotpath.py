@@ -1,0 +1,470 @@
+"""The hot path (:mod:`flask_rbac_abac.hotpath`) decides exactly as the full path does.
+
+Two apps are built alike over one fakeredis and one ``responses`` IdP: ``hot`` as the extension
+builds it, ``full`` with its hot path taken away. Each case puts both into the same state (a
+warm-up request, then a change: an expired token, an L1 entry due or evicted, a revocation, an
+audit logger at DEBUG, a ``decision_made`` receiver, an identity loader, a forked process) and
+sends both the same request. Their answers must be the same in every respect a user can see:
+status, body, what the view saw as the caller, counters, audit records and signals. And the hot
+path must have decided exactly the requests it is for, and left every other to the full path.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import flask
+import pytest
+from flask import Flask, jsonify
+
+from flask_rbac_abac import (
+    RBACABAC,
+    Decision,
+    Rule,
+    UserAttributes,
+    current_attributes,
+    current_identity,
+    invalidation,
+    requires,
+    requires_permission,
+    requires_role,
+    role,
+    signals,
+)
+from flask_rbac_abac._names import HOT_PATH_KEY, STATE_KEY
+from flask_rbac_abac.hotpath import hot_path
+from flask_rbac_abac.identity import JWTVerifier
+from flask_rbac_abac.rules import ALLOW, Context, Role
+from flask_rbac_abac.store import store_attributes
+
+from .conftest import JWT_SECRET, SERVICE, FakeIdP, bearer, library_config
+
+AUDIT = "flask_rbac_abac.audit"
+ACCOUNTANT, VIEWER, UNKNOWN = 1, 2, 99
+
+
+class EvaluatedRole(Role):
+    """A subclass of Role: its ``allows`` never answers for it, so it is always evaluated."""
+
+
+class Broken(Rule):
+    """A rule of the application's whose shortcut check raises."""
+
+    def allows(self, user: UserAttributes) -> bool:
+        raise LookupError("the application's own bug")
+
+    def _evaluate(self, ctx: Context) -> Decision:
+        return ALLOW
+
+    def __repr__(self) -> str:
+        return "Broken()"
+
+
+def _caller() -> Any:
+    user = current_identity._get_current_object()  # type: ignore[attr-defined]
+    return jsonify(user=user, roles=sorted(current_attributes.roles))
+
+
+#: path -> the rule decorators of its view, outermost first.
+VIEWS: dict[str, tuple[Callable[[Any], Any], ...]] = {
+    "/role": (requires_role("accountant"),),
+    "/role-denied": (requires_role("admin"),),
+    "/permission": (requires_permission("invoice:read"),),
+    "/permission-denied": (requires_permission("invoice:delete"),),
+    "/stacked": (requires_role("accountant", "viewer"), requires_permission("invoice:read")),
+    "/stacked-denied": (requires_role("accountant"), requires_permission("invoice:delete")),
+    "/either": (requires(role("accountant") | role("admin")),),
+    "/either-second": (requires(role("admin") | role("accountant")),),
+    "/subclass": (requires(EvaluatedRole("accountant")),),
+    "/broken": (requires(Broken()),),
+    "/resource": (requires(role("accountant"), resource=lambda: {"id": 7}),),
+}
+#: What the hot path answers each rule of a path (outermost first) for a caller it knows (token
+#: verified, attributes in L1): True where one of the library's rules allows. A path not listed:
+#: False, for its one rule.
+HOT = {
+    "accountant": {
+        "/role": [True],
+        "/permission": [True],
+        "/stacked": [True, True],
+        "/stacked-denied": [True, False],
+        "/either": [True],
+    },
+    "viewer": {"/stacked": [True, False]},
+}
+
+
+def build(fake_idp: FakeIdP, key_prefix: str, rbac: RBACABAC) -> Flask:
+    app = Flask(__name__)
+    app.config.update(library_config(key_prefix))
+    rbac.init_app(app, redis=fake_idp.client)
+    for path, decorators in VIEWS.items():
+        view: Callable[..., Any] = _caller
+        for decorator in reversed(decorators):
+            view = decorator(view)
+        app.add_url_rule(
+            path, path.strip("/"), view, methods=["GET", "OPTIONS"], provide_automatic_options=False
+        )
+    app.add_url_rule("/expiring", "expiring", requires_role("accountant")(_expiring))
+    return app
+
+
+def _expiring() -> Any:
+    """Every cached token expires while this view runs, before it asks who the caller is."""
+    flask.current_app.extensions[STATE_KEY].verifier._timer = lambda: time.time() + 3600
+    return _caller()
+
+
+@dataclass
+class Served:
+    """One app under test, and what its hot path answered (``None``: it was not asked)."""
+
+    app: Flask
+    rbac: RBACABAC
+    idp: FakeIdP
+    answers: list[bool] = field(default_factory=list)
+
+    @property
+    def state(self) -> Any:
+        return self.app.extensions[STATE_KEY]
+
+    def stats(self) -> dict[str, Any]:
+        with self.app.app_context():
+            return self.rbac.stats()
+
+
+def served(fake_idp: FakeIdP, key_prefix: str, *, hot: bool) -> Served:
+    rbac = RBACABAC()
+    app = build(fake_idp, key_prefix, rbac)
+    result = Served(app, rbac, fake_idp)
+    inner = app.extensions.pop(HOT_PATH_KEY)
+    if hot:
+
+        def recording(rule: Rule, req: Any) -> bool:
+            answer = inner(rule, req)
+            result.answers.append(answer)
+            return answer
+
+        app.extensions[HOT_PATH_KEY] = recording
+    return result
+
+
+@pytest.fixture
+def pair(fake_idp: FakeIdP, key_prefix: str) -> Iterator[tuple[Served, Served]]:
+    # A receiver another test connected (weakly) and dropped may live until the next collection:
+    # it would make every decision one somebody reads, and this module's hot cases full ones.
+    gc.collect()
+    assert not signals.decision_made.receivers, "a decision_made receiver leaked from a test"
+    fake_idp.add(ACCOUNTANT, roles=["accountant"], permissions=["invoice:read"])
+    fake_idp.add(VIEWER, roles=["viewer"], permissions=[])
+    both = (served(fake_idp, key_prefix, hot=True), served(fake_idp, key_prefix, hot=False))
+    yield both
+    for one in both:
+        with one.app.app_context():
+            one.rbac.close(one.app)
+
+
+COUNTED = ("l1_hits", "l1_misses", "l2_hits", "l2_misses", "auto_refreshes", "allowed", "denied")
+
+
+def outcome(
+    one: Served,
+    path: str,
+    headers: dict[str, str],
+    method: str,
+    caplog: pytest.LogCaptureFixture | None = None,
+) -> dict[str, Any]:
+    """Everything a user sees of one request: the answer, the counters moved, the calls made to
+    the IdP; with ``caplog``, also the audit records and the signals sent (a ``decision_made``
+    receiver connected: somebody reads the decisions). Without it, nobody listens: the hot
+    path's own case."""
+    before, asked = one.stats(), len(one.idp.requests)
+    sent: list[dict[str, Any]] = []
+
+    def receiver(sender: Flask, **extra: Any) -> None:
+        sent.append({k: v for k, v in extra.items() if k != "rule"})
+
+    if caplog is None:
+        response = one.app.test_client().open(path, method=method, headers=headers)
+    else:
+        caplog.clear()
+        with signals.decision_made.connected_to(receiver, one.app):
+            response = one.app.test_client().open(path, method=method, headers=headers)
+    after = one.stats()
+    seen = {
+        "status": response.status_code,
+        "body": response.get_json(silent=True),
+        "moved": {name: after[name] - before[name] for name in COUNTED},
+        "idp": [r["body"] for r in one.idp.requests[asked:]],
+    }
+    if caplog is not None:
+        seen["audit"] = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == AUDIT]
+        seen["sent"] = sent
+    return seen
+
+
+ACCOUNTANT_TOKEN = bearer(ACCOUNTANT)
+VIEWER_TOKEN = bearer(VIEWER)
+
+
+def warm(one: Served) -> None:
+    """The accountant's and the viewer's tokens verified, their attributes in L1."""
+    client = one.app.test_client()
+    for headers in (ACCOUNTANT_TOKEN, VIEWER_TOKEN):
+        assert client.get("/role", headers=headers).status_code in (200, 403)
+
+
+def token_expired(one: Served, _: FakeIdP) -> None:
+    """Every cached token's ``exp`` in the past: the verifier must look at the token again."""
+    cache = one.state.verifier._cache
+    for header, (user_id, _exp) in list(cache.items()):
+        cache[header] = (user_id, time.time() - 1)
+
+
+def entry_due(one: Served, _: FakeIdP) -> None:
+    entries = one.state.client.local.entries
+    for user_id in (ACCOUNTANT, VIEWER):
+        entry = entries.get((SERVICE, user_id))
+        if entry is not None:
+            entries[(SERVICE, user_id)] = entry._replace(due=0.0)
+
+
+def evicted(one: Served, _: FakeIdP) -> None:
+    for user_id in (ACCOUNTANT, VIEWER):
+        one.state.client.local.evict_user(user_id)
+
+
+def revoked(one: Served, fake_idp: FakeIdP) -> None:
+    """The IdP's revocation of every role: Redis rewritten, then the eviction."""
+    for user_id in (ACCOUNTANT, VIEWER):
+        attrs = UserAttributes(user_id=user_id, service_name=SERVICE, roles=[], permissions=[])
+        store_attributes(fake_idp.client, attrs, 3600, one.state.client.key_prefix)
+        one.state.client.local.evict_user(user_id)
+
+
+def loader(one: Served, _: FakeIdP) -> None:
+    one.rbac.identity_loader(lambda: ACCOUNTANT)
+
+
+def nothing(one: Served, _: FakeIdP) -> None:
+    pass
+
+
+CHANGES: dict[str, Callable[[Served, FakeIdP], None]] = {
+    "nothing": nothing,
+    "token expired": token_expired,
+    "L1 entry due": entry_due,
+    "L1 entry evicted": evicted,
+    "role revoked": revoked,
+    "identity loader": loader,
+}
+CALLERS = {
+    "accountant": ACCOUNTANT_TOKEN,
+    "viewer": VIEWER_TOKEN,
+    "unknown user": bearer(UNKNOWN),
+    "no token": {},
+    "not a token": {"Authorization": "Bearer not-a-token"},
+}
+
+
+@pytest.mark.parametrize("change", CHANGES)
+@pytest.mark.parametrize("caller", CALLERS)
+def test_the_hot_path_answers_as_the_full_path(
+    pair: tuple[Served, Served], fake_idp: FakeIdP, change: str, caller: str
+) -> None:
+    hot, full = pair
+    for one in pair:
+        warm(one)
+    for path in VIEWS:
+        for method in ("GET", "OPTIONS"):
+            for one in pair:
+                CHANGES[change](one, fake_idp)
+            hot.answers.clear()
+            seen = outcome(hot, path, CALLERS[caller], method)
+            assert seen == outcome(full, path, CALLERS[caller], method), (path, method)
+            fresh = change == "nothing" and caller in HOT and method == "GET"
+            if path == "/resource":
+                assert hot.answers == []  # a resource loader always takes the full path
+            elif method == "OPTIONS" or change == "identity loader":
+                assert hot.answers == [False] * len(VIEWS[path])
+            elif fresh:
+                assert hot.answers == HOT[caller].get(path, [False]), path
+            else:  # the outer rule goes the full way (an inner one may use what it loaded)
+                assert hot.answers[0] is False, (path, method, hot.answers)
+            if fresh and all(HOT[caller].get(path, [False])):
+                assert seen["body"] == {"user": ACCOUNTANT, "roles": ["accountant"]}
+                assert seen["moved"]["l1_hits"] == 1
+                assert seen["idp"] == []
+
+
+@pytest.mark.parametrize(
+    "listening", ["audit at DEBUG", "a decision_made receiver", "a forked process"]
+)
+def test_a_decision_somebody_reads_takes_the_full_path(
+    pair: tuple[Served, Served],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    listening: str,
+) -> None:
+    hot, full = pair
+    for one in pair:
+        warm(one)
+    if listening == "audit at DEBUG":
+        caplog.set_level(logging.DEBUG, logger=AUDIT)
+    elif listening == "a forked process":
+        monkeypatch.setattr(invalidation, "generation", invalidation.generation + 1)
+    # A forked process's first request starts its subscriber (the full path); then it is hot.
+    paths = ("/role",) if listening == "a forked process" else ("/role", "/stacked", "/role-denied")
+    for path in paths:
+        hot.answers.clear()
+        if listening == "a decision_made receiver":
+            seen = outcome(hot, path, ACCOUNTANT_TOKEN, "GET", caplog)
+            assert seen == outcome(full, path, ACCOUNTANT_TOKEN, "GET", caplog)
+            assert len(seen["sent"]) == len(VIEWS[path])
+        else:
+            seen = outcome(hot, path, ACCOUNTANT_TOKEN, "GET")
+            assert seen == outcome(full, path, ACCOUNTANT_TOKEN, "GET")
+        assert set(hot.answers) == {False}, path
+    if listening == "audit at DEBUG":
+        allows = [r for r in caplog.records if r.name == AUDIT and r.levelno == logging.DEBUG]
+        assert len(allows) == 2 * (1 + 2)  # /role and /stacked, in both apps
+    if listening == "a forked process":
+        hot.answers.clear()
+        assert hot.app.test_client().get("/role", headers=ACCOUNTANT_TOKEN).status_code == 200
+        assert hot.answers == [True]
+
+
+def test_a_hot_allow_is_counted_and_keeps_the_caller_for_the_request(
+    pair: tuple[Served, Served],
+) -> None:
+    hot, _ = pair
+    warm(hot)
+    before = hot.stats()
+    for _ in range(5):
+        response = hot.app.test_client().get("/stacked", headers=ACCOUNTANT_TOKEN)
+        assert response.json == {"user": ACCOUNTANT, "roles": ["accountant"]}
+    after = hot.stats()
+    # Each request: one L1 hit (the outer rule), two allows (both rules), nothing else.
+    assert {name: after[name] - before[name] for name in COUNTED} == {
+        "l1_hits": 5,
+        "l1_misses": 0,
+        "l2_hits": 0,
+        "l2_misses": 0,
+        "auto_refreshes": 0,
+        "allowed": 10,
+        "denied": 0,
+    }
+    assert hot.answers[-10:] == [True] * 10
+
+
+def test_a_revocation_is_denied_on_the_next_request_after_hot_allows(
+    pair: tuple[Served, Served], fake_idp: FakeIdP
+) -> None:
+    hot, _ = pair
+    warm(hot)
+    client = hot.app.test_client()
+    for _ in range(3):
+        assert client.get("/role", headers=ACCOUNTANT_TOKEN).status_code == 200
+    assert hot.answers[-1] is True
+    revoked(hot, fake_idp)
+    response = client.get("/role", headers=ACCOUNTANT_TOKEN)
+    assert response.status_code == 403
+    assert response.json["reason"] == "no_roles"
+    assert hot.answers[-1] is False
+
+
+def test_an_app_without_a_token_verifier_has_no_hot_path(
+    fake_idp: FakeIdP, key_prefix: str
+) -> None:
+    app = Flask(__name__)
+    config = library_config(key_prefix)
+    del config["RBAC_ABAC_JWT_SECRET"]
+    app.config.update(config)
+    rbac = RBACABAC()
+    rbac.identity_loader(lambda: ACCOUNTANT)
+    rbac.init_app(app, redis=fake_idp.client)
+    assert HOT_PATH_KEY not in app.extensions
+    with app.app_context():
+        rbac.close(app)
+
+
+# -- the boundaries, on a hot path built over clocks the test sets ----------------------------
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def clocked(one: Served, *, leeway: float = 0.0) -> tuple[Callable[[], bool], Clock, Clock, float]:
+    """``one``'s hot path rebuilt over a verifier with ``leeway`` and two clocks the test sets:
+    ``(ask, token_clock, l1_clock, exp)``; ``ask()`` asks it for /role, as the accountant, in a
+    request of ``one``. The accountant's token is verified and his attributes are in L1, due at
+    the L1 clock's 100.0."""
+    state = one.state
+    token_clock, l1_clock = Clock(time.time()), Clock(50.0)
+    verifier = JWTVerifier(
+        JWT_SECRET, "HS256", audience="rbac-abac", issuer="rbac-abac-idp", leeway=leeway,
+        timer=token_clock,
+    )  # fmt: skip
+    header = ACCOUNTANT_TOKEN["Authorization"]
+    assert verifier.user_id(header) == ACCOUNTANT
+    exp = verifier._cache[header][1]
+    warm(one)
+    entries = state.client.local.entries
+    entries[(SERVICE, ACCOUNTANT)] = entries[(SERVICE, ACCOUNTANT)]._replace(due=100.0)
+    state.client._timer = l1_clock
+    hot = hot_path(one.rbac, verifier, state.client)
+
+    def ask() -> bool:
+        with one.app.test_request_context("/role", headers=ACCOUNTANT_TOKEN):
+            return hot(role("accountant"), flask.request._get_current_object())  # type: ignore[attr-defined]
+
+    return ask, token_clock, l1_clock, exp
+
+
+def test_a_token_is_hot_until_its_exp_and_not_at_it(pair: tuple[Served, Served]) -> None:
+    ask, token_clock, _, exp = clocked(pair[0])
+    token_clock.now = exp - 0.001
+    assert ask() is True
+    token_clock.now = exp  # the verifier's own bound: valid while now < exp + leeway
+    assert ask() is False
+
+
+def test_the_leeway_extends_a_token_past_its_exp(pair: tuple[Served, Served]) -> None:
+    ask, token_clock, _, exp = clocked(pair[0], leeway=30.0)
+    token_clock.now = exp + 29.0
+    assert ask() is True
+    token_clock.now = exp + 30.0
+    assert ask() is False
+
+
+def test_an_l1_entry_is_hot_until_it_is_due_and_not_at_it(pair: tuple[Served, Served]) -> None:
+    ask, _, l1_clock, _ = clocked(pair[0])
+    l1_clock.now = 99.999
+    assert ask() is True
+    l1_clock.now = 100.0  # the client's own bound: an entry is fresh while due > now
+    assert ask() is False
+
+
+def test_the_caller_stays_the_caller_for_the_whole_request(
+    pair: tuple[Served, Served],
+) -> None:
+    """The hot path keeps the identity for the request, as the full path does: a token that
+    expires while the view runs does not turn the caller anonymous half-way through."""
+    hot, _ = pair
+    warm(hot)
+
+    hot.answers.clear()
+    response = hot.app.test_client().get("/expiring", headers=ACCOUNTANT_TOKEN)
+    assert hot.answers == [True]
+    assert response.status_code == 200
+    assert response.json == {"user": ACCOUNTANT, "roles": ["accountant"]}

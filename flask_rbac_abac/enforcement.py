@@ -12,10 +12,8 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-import flask.globals
 from flask import current_app, request
 
 from ._names import EXTENSION_KEY, HOT_PATH_KEY, RULES_ATTR
@@ -25,11 +23,6 @@ if TYPE_CHECKING:
     from .rules import Decision, Rule
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-#: Flask's request context: one context-variable read gives the request's app and the request,
-#: where the public proxies (``current_app``, ``request``) read it once each. Flask 2.2 to 3.1
-#: have it; a Flask without it is served through the proxies.
-_request_context: ContextVar[Any] | None = getattr(flask.globals, "_cv_request", None)
 
 
 def extension() -> Any:
@@ -64,12 +57,8 @@ def protect(rule: Rule, resource: Callable[..., Any] | None = None) -> Callable[
 
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            ctx = _request_context.get(None) if _request_context is not None else None
-            if ctx is not None:
-                app, req = ctx.app, ctx.request
-            else:
-                app = current_app._get_current_object()  # type: ignore[attr-defined]
-                req = request._get_current_object()  # type: ignore[attr-defined]
+            app = current_app._get_current_object()  # type: ignore[attr-defined]
+            req = request._get_current_object()  # type: ignore[attr-defined]
             extensions = app.extensions
             hot = None if resource is not None else extensions.get(HOT_PATH_KEY)
             if hot is None or not hot(rule, req):  # the hot path (.hotpath) first

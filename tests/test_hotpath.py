@@ -116,7 +116,7 @@ def build(fake_idp: FakeIdP, key_prefix: str, rbac: RBACABAC) -> Flask:
 
 def _expiring() -> Any:
     """Every cached token expires while this view runs, before it asks who the caller is."""
-    flask.current_app.extensions[STATE_KEY].verifier._timer = lambda: time.time() + 3600
+    flask.current_app.extensions[STATE_KEY].verifier._timer = lambda: DAY + 1.0
     return _caller()
 
 

@@ -58,10 +58,10 @@ def protect(rule: Rule, resource: Callable[..., Any] | None = None) -> Callable[
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             app = current_app._get_current_object()  # type: ignore[attr-defined]
-            req = request._get_current_object()  # type: ignore[attr-defined]
             extensions = app.extensions
             hot = None if resource is not None else extensions.get(HOT_PATH_KEY)
-            if hot is None or not hot(rule, req):  # the hot path (.hotpath) first
+            # The hot path (.hotpath) first; guard resolves the request itself.
+            if hot is None or not hot(rule, request._get_current_object()):  # type: ignore[attr-defined]
                 ext = extensions.get(EXTENSION_KEY) or _extension_of(app)
                 ext.guard(app, rule, resource, kwargs)
             if is_async:

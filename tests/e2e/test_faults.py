@@ -132,7 +132,10 @@ def test_silent_redis_costs_a_request_its_redis_budget_plus_one_idp_call(
         assert_says_only_ok_or_degraded(stack, response)
 
     # Redis silent and the IdP gone: nothing proves bob's grant (he has not been seen), so 503
-    # attributes_unavailable, within the Redis budget (a stopped IdP refuses at once).
+    # attributes_unavailable, within the Redis budget (a stopped IdP refuses at once). Every
+    # worker must first hold the IdP's signing keys: a worker that never fetched them cannot
+    # verify bob's token at all, and says identity_unavailable, which is right but not this case.
+    stack.until_every_worker("/invoices", alice, lambda status, body: status == 200)
     assert stack.idp is not None
     stack.idp.stop()
     for _ in range(4):

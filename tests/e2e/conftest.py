@@ -85,6 +85,23 @@ class E2E(Stack):
         with ThreadPoolExecutor(max_workers=8) as pool:
             return list(pool.map(one, range(count)))
 
+    def burst_every_worker(
+        self, path: str, token: str | None, count: int = 16, seconds: float = 15
+    ) -> list[tuple[float, int, int, Any]]:
+        """Bursts of ``count`` until every worker has answered one: all their answers.
+
+        One burst may reach a single worker (the kernel picks, and on a busy machine the other
+        one may not run meanwhile), so "every worker answers so" takes this, not one burst.
+        """
+        answers: list[tuple[float, int, int, Any]] = []
+        deadline = time.monotonic() + seconds
+        while len({pid for _, pid, _, _ in answers}) < self.workers:
+            if time.monotonic() > deadline:
+                pids = {pid for _, pid, _, _ in answers}
+                raise AssertionError(f"only workers {pids} answered {path}")
+            answers += self.burst(path, token, count)
+        return answers
+
     def until_every_worker(
         self, path: str, token: str | None, accept: Callable[[int, Any], bool], seconds: float = 15
     ) -> set[int]:

@@ -237,7 +237,7 @@ def test_revocation_racing_a_slow_refresh_never_brings_the_old_roles_back(
         "/whoami", bob, lambda status, body: status == 200 and roles_of(body) == ["viewer"]
     )
     assert len(workers) == 2
-    after = stack.burst("/whoami", bob, 32)
+    after = stack.burst_every_worker("/whoami", bob, 32)
     assert {pid for _, pid, _, _ in after} == workers
     assert all(roles_of(body) == ["viewer"] for _, _, _, body in after)
     assert {status for _, _, status, _ in stack.burst("/stats", bob, 8)} == {403}

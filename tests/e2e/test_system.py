@@ -68,7 +68,7 @@ def test_role_change_reaches_every_worker_within_a_second(make_stack: StackFacto
     assert all(seconds < 1.0 for seconds in switched.values()), switched
     for pid, seconds in last_old.items():  # no worker went back to the old roles
         assert seconds <= switched[pid]
-    after = stack.burst("/whoami", bob, 32)
+    after = stack.burst_every_worker("/whoami", bob, 32)
     assert {pid for _, pid, _, _ in after} == workers
     assert all(roles_of(body) == ["viewer"] for _, _, _, body in after)
 
@@ -93,7 +93,7 @@ def test_deactivated_user_is_denied_everywhere_within_a_second(make_stack: Stack
             if status == 403:
                 denied.setdefault(pid, at - changed)
     assert set(denied) == workers, f"not denied within 1 s in {workers - set(denied)}"
-    after = stack.burst("/invoices", carol, 32)
+    after = stack.burst_every_worker("/invoices", carol, 32)
     assert {pid for _, pid, _, _ in after} == workers
     assert {status for _, _, status, _ in after} == {403}
     assert all(body["success"] is False for _, _, _, body in after)
@@ -120,7 +120,9 @@ def test_idp_stopped_cached_users_served_cold_users_503_fast(make_stack: StackFa
     stack.idp.stop()
     assert not stack.idp.alive()
 
-    served = stack.burst("/invoices", alice, 16) + stack.burst("/invoices", bob, 16)
+    served = stack.burst_every_worker("/invoices", alice, 16) + stack.burst_every_worker(
+        "/invoices", bob, 16
+    )
     assert {status for _, _, status, _ in served} == {200}
     assert len({pid for _, pid, _, _ in served}) == 2
 
@@ -176,7 +178,7 @@ def test_redis_restart_service_recovers_by_itself(make_stack: StackFactory) -> N
     )
     assert response.status_code == 200, response.text
     time.sleep(1.0)
-    after = stack.burst("/whoami", bob, 32)
+    after = stack.burst_every_worker("/whoami", bob, 32)
     assert {pid for _, pid, _, _ in after} == workers
     assert all(roles_of(body) == ["viewer"] for _, _, _, body in after)
 

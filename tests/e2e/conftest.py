@@ -72,10 +72,20 @@ class E2E(Stack):
         self, path: str, token: str | None, count: int = 16
     ) -> list[tuple[float, int, int, Any]]:
         """``count`` concurrent requests: ``(monotonic time, worker pid, status, json)`` each."""
+        return [answer[1:] for answer in self.timed_burst(path, token, count)]
 
-        def one(_: int) -> tuple[float, int, int, Any]:
+    def timed_burst(
+        self, path: str, token: str | None, count: int = 16
+    ) -> list[tuple[float, float, int, int, Any]]:
+        """:meth:`burst` with the time each request was sent too: ``(sent, answered, pid, status,
+        json)``. Answers of one burst come back in any order: a worker served a request before
+        another for sure only when the first was answered before the second was sent."""
+
+        def one(_: int) -> tuple[float, float, int, int, Any]:
+            sent = time.monotonic()
             response = self.get(path, token)
             return (
+                sent,
                 time.monotonic(),
                 int(response.headers["X-Worker-Pid"]),
                 response.status_code,

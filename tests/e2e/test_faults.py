@@ -63,8 +63,13 @@ def test_healthz_answers_from_cached_state_while_the_idp_is_silent(
     stack = make_stack(service_config={"IDENTITY_PROVIDER_URL": blackhole.http_url})
     alice = stack.token("alice")  # seeded into Redis by the IdP: served without the IdP
 
-    # Every worker notices the silent IdP by itself, within a probe's timeout.
-    stack.until_every_worker("/healthz", None, lambda status, body: body.get("idp") == "degraded")
+    # Every worker notices the silent IdP by itself, within a probe's timeout, and has seen
+    # Redis answer (its first /healthz starts the probe; until it is back, Redis is degraded).
+    stack.until_every_worker(
+        "/healthz",
+        None,
+        lambda status, body: body.get("idp") == "degraded" and body.get("redis") == "ok",
+    )
     timings = []
     for _ in range(20):
         elapsed, response = timed_get(stack, "/healthz")

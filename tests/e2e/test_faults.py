@@ -166,6 +166,10 @@ def test_slow_idp_bounds_every_request_and_sees_one_refresh_per_key(
             }
         )
         alice = stack.token("alice")
+        # Every worker holds the IdP's signing keys first (carol is in Redis: no refresh), so the
+        # burst times the refresh, not a worker's first request and JWKS fetch.
+        carol = stack.token("carol")
+        stack.until_every_worker("/whoami", carol, lambda status, body: status == 200)
         stack.redis_client().delete(stack.key(stack.user_id(alice)))  # cold everywhere
 
         # At most 8 at once, so none waits for a free worker thread: all meet the one refresh.

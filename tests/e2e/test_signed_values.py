@@ -28,6 +28,10 @@ def test_an_unsigned_admin_value_is_a_miss_everywhere(
     uid = stack.user_id(bob)
     workers = stack.until_every_worker("/whoami", bob, lambda status, body: status == 200)
     assert len(workers) == 2
+    # Every worker hears the invalidation below: a subscriber starts at its worker's first
+    # request, and one that subscribes after the message misses it (dropping its L1 only once
+    # it does subscribe, which nothing below waits for).
+    assert stack.wait_subscribed() == workers
     signed = json.loads(stack.redis_client().get(stack.key(uid)))
     assert signed["sig"]["kid"] == "e2e1"
 

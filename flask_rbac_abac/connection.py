@@ -75,7 +75,7 @@ def _cluster(url: str, kwargs: dict[str, Any]) -> RedisCluster:
     host, port = seeds[0]
     first = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     netloc = f"{credentials}@{first}" if credentials else first
-    nodes = [ClusterNode(h, p) for h, p in seeds]  # type: ignore[no-untyped-call]
+    nodes = [ClusterNode(h, p) for h, p in seeds]  # type: ignore[no-untyped-call, unused-ignore]
     first_url = parts._replace(netloc=netloc).geturl()
     return RedisCluster.from_url(first_url, startup_nodes=nodes, **kwargs)
 
@@ -97,17 +97,17 @@ def pubsub(client: Any, channel: str, failures: int = 0) -> Any:
             client.nodes_manager.initialize()
         except (redis.RedisError, RedisClusterException, OSError):
             pass
-    first = client.get_node_from_key(channel)  # type: ignore[no-untyped-call]
-    known = client.get_nodes()  # type: ignore[no-untyped-call]
+    first = client.get_node_from_key(channel)  # type: ignore[no-untyped-call, unused-ignore]
+    known = client.get_nodes()  # type: ignore[no-untyped-call, unused-ignore]
     nodes = [first] + [n for n in known if n.name != first.name]
-    return client.pubsub(node=nodes[failures % len(nodes)])  # type: ignore[no-untyped-call]
+    return client.pubsub(node=nodes[failures % len(nodes)])  # type: ignore[no-untyped-call, unused-ignore]
 
 
 def close(client: Any) -> None:
     """Close ``client`` and every pooled connection it holds (a cluster's per-node pools too)."""
     client.close()
     if isinstance(client, RedisCluster):
-        client.disconnect_connection_pools()  # type: ignore[no-untyped-call]
+        client.disconnect_connection_pools()  # type: ignore[no-untyped-call, unused-ignore]
 
 
 def check_scheme(url: str) -> str:
@@ -158,7 +158,7 @@ def connect(url: str, *, timeout: float = DEFAULT_REDIS_TIMEOUT, retries: int = 
     sentinel_kwargs = _timeouts(timeout, retries)
     if "sentinel_password" in options:
         sentinel_kwargs["password"] = options["sentinel_password"]
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
         _hosts(parts.netloc, 26379), sentinel_kwargs=sentinel_kwargs, **_timeouts(timeout, 0)
     )
-    return sentinel.master_for(path[0], **conn)  # type: ignore[no-untyped-call]
+    return sentinel.master_for(path[0], **conn)  # type: ignore[no-untyped-call, unused-ignore]

@@ -22,6 +22,9 @@ REQUEST_IDENTITY = "_rbac_abac_identity"
 REQUEST_ATTRIBUTES = "_rbac_abac_attributes"
 #: The attribute ``requires`` sets on the wrapper it returns: the rules it enforces.
 RULES_ATTR = "_rbac_abac_rules"
+#: The attribute ``requires`` sets on a wrapper the hot path may call past (:func:`.hotpath.bound`):
+#: ``(wrapper, rule, view)``; ``None`` on a wrapper with a resource loader or an async view.
+HOT_VIEW_ATTR = "_rbac_abac_hot_view"
 #: The attribute :func:`~flask_rbac_abac.public` sets on a view function or class.
 PUBLIC_ATTR = "_rbac_abac_public"
 #: Methods that pass through without authorization: a CORS preflight carries no credentials.

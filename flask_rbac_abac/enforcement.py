@@ -14,9 +14,9 @@ import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from flask import current_app, request
+from flask import current_app
 
-from ._names import EXTENSION_KEY, HOT_PATH_KEY, RULES_ATTR
+from ._names import EXTENSION_KEY, HOT_PATH_KEY, HOT_VIEW_ATTR, RULES_ATTR
 from .routes import record_wrapped
 
 if TYPE_CHECKING:
@@ -44,6 +44,23 @@ def enforce(rule: Rule, resource: Any = None) -> Decision:
     return cast("Decision", extension().authorize(rule, resource))
 
 
+def _yes(*args: Any, **kwargs: Any) -> bool:
+    return True
+
+
+def _no(*args: Any, **kwargs: Any) -> bool:
+    return False
+
+
+def guard(
+    app: Any, rule: Rule, resource: Callable[..., Any] | None, kwargs: dict[str, Any]
+) -> None:
+    """The full path: ``app``'s extension decides ``rule`` for the current request (it aborts
+    when it denies); ``resource`` and the view's ``kwargs`` as :func:`protect` has them."""
+    ext = app.extensions.get(EXTENSION_KEY) or _extension_of(app)
+    ext.guard(app, rule, resource, kwargs)
+
+
 def protect(rule: Rule, resource: Callable[..., Any] | None = None) -> Callable[[F], F]:
     """The view decorator behind :func:`~flask_rbac_abac.requires` (``rule`` is a rule).
 
@@ -58,17 +75,18 @@ def protect(rule: Rule, resource: Callable[..., Any] | None = None) -> Callable[
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             app = current_app._get_current_object()  # type: ignore[attr-defined]
-            extensions = app.extensions
-            hot = None if resource is not None else extensions.get(HOT_PATH_KEY)
-            # The hot path (.hotpath) first; guard resolves the request itself.
-            if hot is None or not hot(rule, request._get_current_object()):  # type: ignore[attr-defined]
-                ext = extensions.get(EXTENSION_KEY) or _extension_of(app)
-                ext.guard(app, rule, resource, kwargs)
+            hot = None if resource is not None else app.extensions.get(HOT_PATH_KEY)
+            # The hot path (.hotpath) first, asked with its yes and no; else the full path.
+            if hot is None or not hot(rule, _yes, _no):
+                guard(app, rule, resource, kwargs)
             if is_async:
                 return app.ensure_sync(view)(*args, **kwargs)
             return view(*args, **kwargs)
 
         setattr(wrapper, RULES_ATTR, (*getattr(view, RULES_ATTR, ()), rule))
+        # For the route guard (.hotpath.bound); set on every wrapper, as wraps copied the view's.
+        hot_view = None if resource is not None or is_async else (wrapper, rule, view)
+        setattr(wrapper, HOT_VIEW_ATTR, hot_view)
         record_wrapped(view)
         return cast(F, wrapper)
 

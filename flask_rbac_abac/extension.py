@@ -48,7 +48,7 @@ from .errors import (
     InvalidIdentity,
     InvalidKeyPart,
 )
-from .hotpath import hot_path
+from .hotpath import bound, hot_path
 from .identity import JWTVerifier, verifier_for
 from .metrics import CONTENT_TYPE, PrometheusMetrics
 from .model import UserAttributes, validate_user_id
@@ -198,18 +198,19 @@ class RBACABAC:
         """Put the route guard into ``app.view_functions`` (:class:`.routes.GuardedViews`).
 
         Nothing runs before each request: a view the guard refuses is replaced by a wrapper
-        that refuses it, and the views are judged once, at the first request (``request_started``,
+        that refuses it, a protected view is stored bound to the hot path (:func:`.hotpath.bound`),
+        and the views are judged once, at the first request (``request_started``,
         then disconnected), and each one set after that when it is set. The first request also
         starts this process's invalidation subscriber (a forked worker's first lookup starts
         its own).
         """
         url_map, blueprints = app.url_map, app.blueprints  # not the app: it must stay collectable
-        required = state.settings.require_authorization
+        extensions, required = app.extensions, state.settings.require_authorization
 
         def judge(endpoint: str, view: Callable[..., Any]) -> Callable[..., Any]:
             refused = refused_methods(endpoint, view, url_map, blueprints, required)
             if not refused:
-                return view
+                return bound(extensions.get(HOT_PATH_KEY), view)
             if Protection.MISPLACED in refused.values():
                 log.error(
                     "view %s (endpoint %r) is registered without its rule: the rule decorator "

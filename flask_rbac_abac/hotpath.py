@@ -15,6 +15,9 @@ a rule that needs its :class:`Context` or that does not allow, and a decision so
 (the audit logger at ``DEBUG``, a ``decision_made`` receiver). A view with a resource loader
 never comes here (:mod:`.enforcement`).
 
+The route guard asks it before the view's wrapper does (:func:`bound`): a sync view protected
+by a rule with no resource loader is served, once the hot path allows, without its wrapper.
+
 It reads the verifier's token cache and the client's L1 directly: the same reads the full path
 makes (:meth:`JWTVerifier.user_id`, :meth:`RedisAttributeClient.get_user_attributes`), which
 take no lock, so the two cannot disagree on what a hit is.
@@ -22,37 +25,55 @@ take no lock, so the two cannot disagree on what a hit is.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from logging import DEBUG
 from typing import TYPE_CHECKING, Any
 
+from flask import current_app, request
+
 from . import invalidation
-from ._names import AUDIT_LOGGER, PASS_THROUGH_METHODS, REQUEST_ATTRIBUTES, REQUEST_IDENTITY
+from ._names import (
+    AUDIT_LOGGER,
+    HOT_VIEW_ATTR,
+    PASS_THROUGH_METHODS,
+    REQUEST_ATTRIBUTES,
+    REQUEST_IDENTITY,
+)
+from .enforcement import guard
 from .signals import decision_made
 
 if TYPE_CHECKING:
-    from flask import Request
-
     from .client import RedisAttributeClient
     from .identity import JWTVerifier
     from .rules import Rule
 
-#: ``hot(rule, request)``: True when the request was allowed (and counted) here.
-HotPath = Callable[["Rule", "Request"], bool]
+#: ``hot(rule, allowed, missed, *args, **kwargs)``: ``allowed(*args, **kwargs)`` when the hot
+#: path allowed (and counted) the current request, else ``missed(*args, **kwargs)``.
+HotPath = Callable[..., Any]
 
 audit = logging.getLogger(AUDIT_LOGGER)
 
 
 def hot_path(owner: Any, verifier: JWTVerifier, client: RedisAttributeClient) -> HotPath:
     """The hot path of one app: ``owner`` is its :class:`RBACABAC` (whose identity loader, once
-    registered, sends every request the full way), ``verifier`` and ``client`` the app's."""
+    registered, sends every request the full way), ``verifier`` and ``client`` the app's.
+
+    It calls on, rather than answering: the route guard stores it, with the rule and the two
+    ways on bound in a ``functools.partial``, as the view itself (:func:`bound`), so a request
+    it allows costs one Python call. A view's wrapper asks it with two that answer True and False.
+    """
     verified = verifier._cache.get
     token_clock, leeway = verifier._timer, verifier._leeway
     l1 = client.local.entries.get
     clock, service, metrics = client._timer, client.service_name, client.metrics
 
-    def hot(rule: Rule, req: Request) -> bool:
+    def hot(
+        rule: Rule, allowed: Callable[..., Any], missed: Callable[..., Any], /, *args: Any,
+        **kwargs: Any,
+    ) -> Any:  # fmt: skip
+        req = request._get_current_object()  # type: ignore[attr-defined]
         if (
             req.method in PASS_THROUGH_METHODS
             or owner._identity_loader is not None
@@ -60,29 +81,52 @@ def hot_path(owner: Any, verifier: JWTVerifier, client: RedisAttributeClient) ->
             or decision_made.receivers
             or audit.isEnabledFor(DEBUG)
         ):
-            return False
+            return missed(*args, **kwargs)
         kept = req.__dict__
         attrs = kept.get(REQUEST_ATTRIBUTES)  # loaded by an outer rule of this request
         user_id = None
         if attrs is None:
             hit = verified(req.environ.get("HTTP_AUTHORIZATION", ""))
             if hit is None or token_clock() >= hit[1] + leeway:
-                return False
+                return missed(*args, **kwargs)
             user_id = hit[0]
             entry = l1((service, user_id))
             if entry is None or entry.due <= clock():
-                return False
+                return missed(*args, **kwargs)
             attrs = entry.attrs
         try:
-            if not rule.allows(attrs):
-                return False
+            allows = rule.allows(attrs)
         except Exception:  # a custom rule's: the full path denies it (``rule_error``)
-            return False
+            allows = False
+        if not allows:
+            return missed(*args, **kwargs)
         if user_id is not None:
             metrics.l1_hit()
             kept[REQUEST_IDENTITY] = user_id
             kept[REQUEST_ATTRIBUTES] = attrs
         metrics.allow()
-        return True
+        return allowed(*args, **kwargs)
 
     return hot
+
+
+def bound(hot: HotPath | None, view: Callable[..., Any]) -> Callable[..., Any]:
+    """``view`` as the route guard stores it: itself, or, when ``view`` is the wrapper of a sync
+    view that a rule protects with no resource loader (:func:`.enforcement.protect`), what that
+    wrapper does with ``hot`` bound: ``hot`` calls the protected view when it allows, else the
+    full path (:func:`.enforcement.guard`) and then the protected view.
+
+    A decorator of the application's own above the rule (which copied the wrapper's attributes)
+    is never called past: the attribute names the wrapper it is on."""
+    spec = getattr(view, HOT_VIEW_ATTR, None)
+    if hot is None or spec is None or spec[0] is not view:
+        return view
+    _, rule, protected = spec
+
+    @functools.wraps(view)
+    def full(*args: Any, **kwargs: Any) -> Any:
+        guard(current_app._get_current_object(), rule, None, kwargs)  # type: ignore[attr-defined]
+        return protected(*args, **kwargs)
+
+    # Named and documented as the view (tools that read app.view_functions see the view).
+    return functools.update_wrapper(functools.partial(hot, rule, protected, full), view)

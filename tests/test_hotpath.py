@@ -11,6 +11,7 @@ path must have decided exactly the requests it is for, and left every other to t
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import time
@@ -70,6 +71,21 @@ def _caller() -> Any:
     return jsonify(user=user, roles=sorted(current_attributes.roles))
 
 
+def stamped(view: Callable[..., Any]) -> Callable[..., Any]:
+    """A decorator of the application's own, above the rule: it copies the rule wrapper's
+    attributes (``functools.wraps``) and must still run, the hot path allowing or not."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return jsonify(stamped=True, view=view(*args, **kwargs).get_json())
+
+    return wrapper
+
+
+async def _async_caller() -> Any:
+    return _caller()
+
+
 #: path -> the rule decorators of its view, outermost first.
 VIEWS: dict[str, tuple[Callable[[Any], Any], ...]] = {
     "/role": (requires_role("accountant"),),
@@ -83,7 +99,14 @@ VIEWS: dict[str, tuple[Callable[[Any], Any], ...]] = {
     "/subclass": (requires(EvaluatedRole("accountant")),),
     "/broken": (requires(Broken()),),
     "/resource": (requires(role("accountant"), resource=lambda: {"id": 7}),),
+    "/stamped": (stamped, requires_role("accountant")),
+    "/stamped-denied": (stamped, requires_role("admin")),
+    "/async": (requires_role("accountant"),),
 }
+#: Paths whose view the application's own decorator wraps, above the rule.
+STAMPED = {path for path, decorators in VIEWS.items() if stamped in decorators}
+#: Paths whose view is ``async def``.
+ASYNC = {"/async"}
 #: What the hot path answers each rule of a path (outermost first) for a caller it knows (token
 #: verified, attributes in L1): True where one of the library's rules allows. A path not listed:
 #: False, for its one rule.
@@ -94,9 +117,16 @@ HOT = {
         "/stacked": [True, True],
         "/stacked-denied": [True, False],
         "/either": [True],
+        "/stamped": [True],
+        "/async": [True],
     },
     "viewer": {"/stacked": [True, False]},
 }
+
+
+def rules_of(path: str) -> int:
+    """How many rules protect ``path`` (its decorators but the application's own)."""
+    return len([d for d in VIEWS[path] if d is not stamped])
 
 
 def build(fake_idp: FakeIdP, key_prefix: str, rbac: RBACABAC) -> Flask:
@@ -104,7 +134,7 @@ def build(fake_idp: FakeIdP, key_prefix: str, rbac: RBACABAC) -> Flask:
     app.config.update(library_config(key_prefix))
     rbac.init_app(app, redis=fake_idp.client)
     for path, decorators in VIEWS.items():
-        view: Callable[..., Any] = _caller
+        view: Callable[..., Any] = _async_caller if path in ASYNC else _caller
         for decorator in reversed(decorators):
             view = decorator(view)
         app.add_url_rule(
@@ -145,10 +175,18 @@ def served(fake_idp: FakeIdP, key_prefix: str, *, hot: bool) -> Served:
     inner = app.extensions.pop(HOT_PATH_KEY)
     if hot:
 
-        def recording(rule: Rule, req: Any) -> bool:
-            answer = inner(rule, req)
-            result.answers.append(answer)
-            return answer
+        def recording(
+            rule: Rule, allowed: Callable[..., Any], missed: Callable[..., Any], /, *args: Any,
+            **kwargs: Any,
+        ) -> Any:  # fmt: skip
+            def took(answer: bool, way: Callable[..., Any]) -> Callable[..., Any]:
+                def on(*a: Any, **k: Any) -> Any:
+                    result.answers.append(answer)
+                    return way(*a, **k)
+
+                return on
+
+            return inner(rule, took(True, allowed), took(False, missed), *args, **kwargs)
 
         app.extensions[HOT_PATH_KEY] = recording
     return result
@@ -294,13 +332,16 @@ def test_the_hot_path_answers_as_the_full_path(
             if path == "/resource":
                 assert hot.answers == []  # a resource loader always takes the full path
             elif method == "OPTIONS" or change == "identity loader":
-                assert hot.answers == [False] * len(VIEWS[path])
+                assert hot.answers == [False] * rules_of(path)
             elif fresh:
                 assert hot.answers == HOT[caller].get(path, [False]), path
             else:  # the outer rule goes the full way (an inner one may use what it loaded)
                 assert hot.answers[0] is False, (path, method, hot.answers)
             if fresh and all(HOT[caller].get(path, [False])):
-                assert seen["body"] == {"user": ACCOUNTANT, "roles": ["accountant"]}
+                body = {"user": ACCOUNTANT, "roles": ["accountant"]}
+                if path in STAMPED:  # the application's decorator ran, above a hot allow
+                    body = {"stamped": True, "view": body}
+                assert seen["body"] == body
                 assert seen["moved"]["l1_hits"] == 1
                 assert seen["idp"] == []
 
@@ -328,7 +369,7 @@ def test_a_decision_somebody_reads_takes_the_full_path(
         if listening == "a decision_made receiver":
             seen = outcome(hot, path, ACCOUNTANT_TOKEN, "GET", caplog)
             assert seen == outcome(full, path, ACCOUNTANT_TOKEN, "GET", caplog)
-            assert len(seen["sent"]) == len(VIEWS[path])
+            assert len(seen["sent"]) == rules_of(path)
         else:
             seen = outcome(hot, path, ACCOUNTANT_TOKEN, "GET")
             assert seen == outcome(full, path, ACCOUNTANT_TOKEN, "GET")
@@ -429,7 +470,7 @@ def clocked(one: Served, *, leeway: float = 0.0) -> tuple[Callable[[], bool], Cl
 
     def ask() -> bool:
         with one.app.test_request_context("/role", headers=ACCOUNTANT_TOKEN):
-            return hot(role("accountant"), flask.request._get_current_object())  # type: ignore[attr-defined]
+            return bool(hot(role("accountant"), lambda: True, lambda: False))
 
     return ask, token_clock, l1_clock, exp
 
@@ -471,3 +512,42 @@ def test_the_caller_stays_the_caller_for_the_whole_request(
     assert hot.answers == [True]
     assert response.status_code == 200
     assert response.json == {"user": ACCOUNTANT, "roles": ["accountant"]}
+
+
+def test_a_protected_view_runs_once_whichever_path_decides(
+    pair: tuple[Served, Served], fake_idp: FakeIdP
+) -> None:
+    hot = pair[0]
+    calls: list[int] = []
+
+    @requires_role("accountant")
+    def counted() -> Any:
+        calls.append(1)
+        return _caller()
+
+    hot.app.add_url_rule("/counted", "counted", counted)
+    client = hot.app.test_client()
+
+    def served_once(status: int, answers: list[bool]) -> None:
+        calls.clear()
+        hot.answers.clear()
+        assert client.get("/counted", headers=ACCOUNTANT_TOKEN).status_code == status
+        assert len(calls) == (1 if status == 200 else 0)
+        assert hot.answers == answers
+
+    served_once(200, [False])  # the first request: nothing cached, the full path
+    served_once(200, [True])  # the hot path
+    entry_due(hot, fake_idp)
+    served_once(200, [False])  # due: the full path looks again, the view runs once
+    revoked(hot, fake_idp)
+    served_once(403, [False])  # the full path denies; the view never runs
+
+
+def test_the_stored_view_is_named_and_documented_as_the_view(pair: tuple[Served, Served]) -> None:
+    hot = pair[0]
+    warm(hot)  # the first request judged the views
+    for endpoint in ("role", "stamped", "async", "resource"):
+        stored, registered = hot.app.view_functions[endpoint], hot.app.view_functions.get(endpoint)
+        assert (stored.__name__, stored.__doc__) == (registered.__name__, registered.__doc__)
+    assert hot.app.view_functions["role"] is not hot.app.view_functions.get("role")  # bound
+    assert hot.app.view_functions["async"] is hot.app.view_functions.get("async")  # its wrapper

@@ -105,7 +105,8 @@ class Stats:
     """Thread-safe counters plus a running total of lookup time, without a lock on the way.
 
     The two counters of every request (:data:`HOT_COUNTERS`) are ``itertools.count`` objects:
-    :attr:`l1_hit` and :attr:`allow` count one each. Every other count goes to a tally of the
+    :attr:`l1_hit` and :attr:`allow` count one each, :attr:`hot_allow` both at once (a third
+    counter, added to both). Every other count goes to a tally of the
     counting thread's own (a list only that thread writes), so it is one list update, exact
     under any number of threads; :meth:`snapshot` sums them. The tallies of threads that have
     ended are folded into one total when a new thread starts counting, so their number stays
@@ -119,6 +120,7 @@ class Stats:
         #: The counters, then lookups and lookup seconds, of the threads that have ended.
         self._ended: list[float] = [0] * (len(COUNTERS) + 2)
         self._hot = {name: itertools.count() for name in HOT_COUNTERS}
+        self._hot_allows = itertools.count()  # each one L1 hit and one allow (the hot path's)
         self._exporter: PrometheusMetrics | None = None
         self.exporter = None
 
@@ -134,9 +136,16 @@ class Stats:
         #: ``__next__``; with one, the Prometheus metric too.
         self.l1_hit: Callable[[], object] = self._hot["l1_hits"].__next__
         self.allow: Callable[[], object] = self._hot["allowed"].__next__
+        #: Count one L1 hit and one allowed decision at once (the hot path's allow).
+        self.hot_allow: Callable[[], object] = self._hot_allows.__next__
         if exporter is not None:
             self.l1_hit = functools.partial(self.incr, "l1_hits")
             self.allow = functools.partial(self.decision, "allow", "allowed")
+            self.hot_allow = self._exported_hot_allow
+
+    def _exported_hot_allow(self) -> None:
+        self.l1_hit()
+        self.allow()
 
     def _tally(self) -> list[float]:
         """This thread's tally (created, and the ended threads' folded, on its first count)."""
@@ -203,6 +212,9 @@ class Stats:
         out: dict[str, Any] = {name: int(totals[i]) for name, i in _INDEX.items()}
         for name, counter in self._hot.items():
             out[name] += _value(counter)
+        hot_allows = _value(self._hot_allows)
+        out["l1_hits"] += hot_allows
+        out["allowed"] += hot_allows
         return derived(out, int(totals[-2]), totals[-1])
 
 

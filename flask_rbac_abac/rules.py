@@ -146,6 +146,10 @@ class Context(NamedTuple):
 class Rule:
     """Base class: subclasses implement :meth:`_evaluate`."""
 
+    #: A plain :class:`Role`'s names, as a set: the rule surely allows a user who holds one of
+    #: them. ``None`` for every other rule (ask :meth:`allows`). The hot path tests it inline.
+    any_role: frozenset[str] | None = None
+
     def _evaluate(self, ctx: Context) -> Decision:
         raise NotImplementedError
 
@@ -226,13 +230,13 @@ class Role(_Names):
 
     kind = "role"
 
-    def allows(self, user: UserAttributes) -> bool:
+    def __init__(self, *names: str) -> None:
+        super().__init__(*names)
         if type(self) is Role:  # a subclass may evaluate differently
-            roles = user.roles
-            for name in self.names:
-                if name in roles:
-                    return True
-        return False
+            self.any_role = frozenset(names)
+
+    def allows(self, user: UserAttributes) -> bool:
+        return self.any_role is not None and not self.any_role.isdisjoint(user.roles)
 
     def _evaluate(self, ctx: Context) -> Decision:
         roles = ctx.user.roles

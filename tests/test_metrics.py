@@ -275,3 +275,20 @@ def test_counts_from_many_threads_are_exact_and_survive_the_threads() -> None:
     assert snap["allowed"] == 8 * rounds and snap["denied"] == 0
     assert snap["timed_lookups"] == 8 * rounds and snap["lookup_seconds_total"] == 4.0 * rounds
     assert len(stats._tallies) <= 8  # only live threads (and this round's) keep a tally
+
+
+@pytest.mark.parametrize("exported", [False, True])
+def test_a_hot_allow_counts_one_l1_hit_and_one_allow(exported: bool) -> None:
+    stats = Stats()
+    if exported:
+        stats.exporter = metrics.PrometheusMetrics(SERVICE)
+    stats.hot_allow()
+    stats.hot_allow()
+    stats.l1_hit()
+    stats.allow()
+    snap = stats.snapshot()
+    assert (snap["l1_hits"], snap["allowed"], snap["denied"], snap["l1_misses"]) == (3, 3, 0, 0)
+    if exported:
+        text = stats.exporter.render().decode()
+        assert 'rbac_abac_l1_hits_total{service="billing_api"} 3.0' in text
+        assert 'reason="allowed",result="allow",service="billing_api"} 3.0' in text

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from flask_rbac_abac import UserAttributes, attribute, permission, predicate, requires, role
-from flask_rbac_abac.rules import Context, UnlikeTypes, strictly_equal
+from flask_rbac_abac.rules import Context, Role, UnlikeTypes, strictly_equal
 
 USER = UserAttributes(
     user_id=1,
@@ -345,3 +345,16 @@ def test_each_error_path_logs_the_rule_and_the_cause(caplog) -> None:
         "authorization rule attribute('clearance', '2') failed: "
         "cannot compare a number with a string; denying"
     )
+
+
+def test_only_a_plain_role_rule_is_decided_from_its_set_of_names() -> None:
+    class Mine(Role):
+        pass
+
+    assert role("nobody", USER.roles[0]).any_role == frozenset({"nobody", USER.roles[0]})
+    assert role("nobody", USER.roles[0]).allows(USER) is True
+    assert role("nobody").allows(USER) is False
+    assert Mine(USER.roles[0]).any_role is None  # a subclass may evaluate differently
+    assert Mine(USER.roles[0]).allows(USER) is False
+    assert permission(*USER.permissions).any_role is None
+    assert (role(USER.roles[0]) & role(USER.roles[0])).any_role is None

@@ -545,9 +545,60 @@ def test_a_protected_view_runs_once_whichever_path_decides(
 
 def test_the_stored_view_is_named_and_documented_as_the_view(pair: tuple[Served, Served]) -> None:
     hot = pair[0]
+
+    @requires_role("accountant")
+    def inline() -> Any:
+        """The view's own text."""
+        return _caller()
+
+    hot.app.add_url_rule("/inline", "inline", inline)
     warm(hot)  # the first request judged the views
-    for endpoint in ("role", "stamped", "async", "resource"):
+    for endpoint in ("inline", "role", "stamped", "async", "resource"):
         stored, registered = hot.app.view_functions[endpoint], hot.app.view_functions.get(endpoint)
         assert (stored.__name__, stored.__doc__) == (registered.__name__, registered.__doc__)
-    assert hot.app.view_functions["role"] is not hot.app.view_functions.get("role")  # bound
+    assert hot.app.view_functions["inline"].__doc__ == "The view's own text."
+    assert hot.app.view_functions["inline"] is not inline  # bound to the hot path
     assert hot.app.view_functions["async"] is hot.app.view_functions.get("async")  # its wrapper
+    hot.answers.clear()
+    assert hot.app.test_client().get("/inline", headers=ACCOUNTANT_TOKEN).status_code == 200
+    assert hot.answers == [True]
+
+
+def _echo(*args: Any, **kwargs: Any) -> Any:
+    return jsonify(args=list(args), kwargs=kwargs, user=current_identity._get_current_object())  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "case", ["hot", "first token", "L1 entry due", "evaluated rule", "OPTIONS"]
+)
+def test_the_stored_view_passes_its_arguments_on_whichever_path_decides(
+    pair: tuple[Served, Served], fake_idp: FakeIdP, case: str
+) -> None:
+    """Flask calls a view with keyword arguments only; code that calls ``app.view_functions``
+    itself may pass positional ones too. The view gets both, however the request is decided."""
+    hot = pair[0]
+    rule = (
+        requires(EvaluatedRole("accountant"))
+        if case == "evaluated rule"
+        else requires_role("accountant")
+    )
+    hot.app.add_url_rule(
+        "/echo/<int:item>", "echo", rule(_echo), methods=["GET", "OPTIONS"],
+        provide_automatic_options=False,
+    )  # fmt: skip
+    warm(hot)
+    headers = ACCOUNTANT_TOKEN
+    if case == "first token":
+        headers = bearer(ACCOUNTANT, exp=DAY, jti="never-seen")  # not verified yet
+    elif case == "L1 entry due":
+        entry_due(hot, fake_idp)
+    method = "OPTIONS" if case == "OPTIONS" else "GET"
+    hot.answers.clear()
+    with hot.app.test_request_context("/echo/7", method=method, headers=headers):
+        response = hot.app.view_functions["echo"]("positional", item=7)
+    assert response.get_json() == {
+        "args": ["positional"],
+        "kwargs": {"item": 7},
+        "user": ACCOUNTANT,  # OPTIONS passes through; the view may still ask who calls
+    }
+    assert hot.answers == [case == "hot"]

@@ -91,7 +91,9 @@ SCOPE = [
 #: How many times a fresh run may start over when mutmut's stats pass (every selected test run
 #: once, unmutated, to map tests to functions) fails: under mutmut a ContextVar is now and then
 #: found unset at a context's exit (a ``LookupError``, about one pass in four, on a different
-#: test each time), which no run without mutmut shows. A test that really fails fails each time.
+#: test each time), which no run without mutmut shows, and the pass has crashed outright (a
+#: segfault in mutmut's own process, twice in a row on one day). A test that really fails fails
+#: each time.
 STATS_ATTEMPTS = 3
 
 
@@ -103,7 +105,10 @@ def mutmut(*args: str, attempts: int = 1) -> str:
         result = subprocess.run(  # noqa: S603 - our own interpreter and mutmut, fixed arguments
             [*MUTMUT, *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False
         )
-        stats_failed = "failed to collect stats" in result.stdout + result.stderr
+        out = result.stdout + result.stderr
+        # A failed pass says so; a crashed one (a signal, as a segfault) left a traceback there.
+        crashed = result.returncode < 0 and "collect_stats" in out
+        stats_failed = "failed to collect stats" in out or crashed
         if result.returncode == 0 or not stats_failed or attempt == attempts:
             break
         print(f"mutmut's stats pass failed (attempt {attempt} of {attempts}); starting over")

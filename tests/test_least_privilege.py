@@ -21,6 +21,8 @@ from idp_app import create_app, db, schema
 
 from .conftest import IDP, REDIS_URL, make_token
 
+pytestmark = pytest.mark.redis  # the IdP and the service share the real Redis
+
 ADMIN = {"Authorization": "Bearer least-privilege-admin-token-0123"}
 SECRET = "least-privilege-secret-" + "q" * 32
 MANIFEST = {"viewer": ["invoice:read"]}

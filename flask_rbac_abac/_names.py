@@ -23,7 +23,8 @@ REQUEST_ATTRIBUTES = "_rbac_abac_attributes"
 #: The attribute ``requires`` sets on the wrapper it returns: the rules it enforces.
 RULES_ATTR = "_rbac_abac_rules"
 #: The attribute ``requires`` sets on a wrapper the hot path may call past (:func:`.hotpath.bound`):
-#: ``(wrapper, rule, view)``; ``None`` on a wrapper with a resource loader or an async view.
+#: ``(wrapper, rule, view, full)``, ``full`` the wrapper's full path (decision, then view);
+#: ``None`` on a wrapper with a resource loader or an async view.
 HOT_VIEW_ATTR = "_rbac_abac_hot_view"
 #: The attribute :func:`~flask_rbac_abac.public` sets on a view function or class.
 PUBLIC_ATTR = "_rbac_abac_public"

@@ -44,14 +44,6 @@ def enforce(rule: Rule, resource: Any = None) -> Decision:
     return cast("Decision", extension().authorize(rule, resource))
 
 
-def _yes(*args: Any, **kwargs: Any) -> bool:
-    return True
-
-
-def _no(*args: Any, **kwargs: Any) -> bool:
-    return False
-
-
 def guard(
     app: Any, rule: Rule, resource: Callable[..., Any] | None, kwargs: dict[str, Any]
 ) -> None:
@@ -72,20 +64,25 @@ def protect(rule: Rule, resource: Callable[..., Any] | None = None) -> Callable[
     def decorator(view: F) -> F:
         is_async = inspect.iscoroutinefunction(view)
 
+        def run(*args: Any, **kwargs: Any) -> Any:  # the view, an async one run to its end
+            return current_app.ensure_sync(view)(*args, **kwargs)
+
+        call = run if is_async else view
+
+        def full(*args: Any, **kwargs: Any) -> Any:  # the full path, then the view
+            guard(current_app._get_current_object(), rule, resource, kwargs)  # type: ignore[attr-defined]
+            return call(*args, **kwargs)
+
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            app = current_app._get_current_object()  # type: ignore[attr-defined]
-            hot = None if resource is not None else app.extensions.get(HOT_PATH_KEY)
-            # The hot path (.hotpath) first, asked with its yes and no; else the full path.
-            if hot is None or not hot(rule, _yes, _no):
-                guard(app, rule, resource, kwargs)
-            if is_async:
-                return app.ensure_sync(view)(*args, **kwargs)
-            return view(*args, **kwargs)
+            hot = None if resource is not None else current_app.extensions.get(HOT_PATH_KEY)
+            if hot is None:
+                return full(*args, **kwargs)
+            return hot(rule, call, full, *args, **kwargs)  # the hot path (.hotpath), else full
 
         setattr(wrapper, RULES_ATTR, (*getattr(view, RULES_ATTR, ()), rule))
         # For the route guard (.hotpath.bound); set on every wrapper, as wraps copied the view's.
-        hot_view = None if resource is not None or is_async else (wrapper, rule, view)
+        hot_view = None if resource is not None or is_async else (wrapper, rule, view, full)
         setattr(wrapper, HOT_VIEW_ATTR, hot_view)
         record_wrapped(view)
         return cast(F, wrapper)

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from logging import DEBUG
 from typing import TYPE_CHECKING, Any
 
-from flask import current_app, request
+from flask import request
 
 from . import invalidation
 from ._names import (
@@ -41,7 +41,6 @@ from ._names import (
     REQUEST_ATTRIBUTES,
     REQUEST_IDENTITY,
 )
-from .enforcement import guard
 from .signals import decision_made
 
 if TYPE_CHECKING:
@@ -62,7 +61,7 @@ def hot_path(owner: Any, verifier: JWTVerifier, client: RedisAttributeClient) ->
 
     It calls on, rather than answering: the route guard stores it, with the rule and the two
     ways on bound in a ``functools.partial``, as the view itself (:func:`bound`), so a request
-    it allows costs one Python call. A view's wrapper asks it with two that answer True and False.
+    it allows costs one Python call. A view's wrapper calls it the same way.
     """
     verified = verifier._cache.get
     token_clock, leeway = verifier._timer, verifier._leeway
@@ -117,21 +116,15 @@ def hot_path(owner: Any, verifier: JWTVerifier, client: RedisAttributeClient) ->
 
 def bound(hot: HotPath | None, view: Callable[..., Any]) -> Callable[..., Any]:
     """``view`` as the route guard stores it: itself, or, when ``view`` is the wrapper of a sync
-    view that a rule protects with no resource loader (:func:`.enforcement.protect`), what that
-    wrapper does with ``hot`` bound: ``hot`` calls the protected view when it allows, else the
-    full path (:func:`.enforcement.guard`) and then the protected view.
+    view that a rule protects with no resource loader (:func:`.enforcement.protect`), ``hot``
+    with that wrapper's rule and two ways on bound: the protected view when it allows, else the
+    wrapper's full path (the extension's decision, then the view).
 
     A decorator of the application's own above the rule (which copied the wrapper's attributes)
     is never called past: the attribute names the wrapper it is on."""
     spec = getattr(view, HOT_VIEW_ATTR, None)
     if hot is None or spec is None or spec[0] is not view:
         return view
-    _, rule, protected = spec
-
-    @functools.wraps(view)
-    def full(*args: Any, **kwargs: Any) -> Any:
-        guard(current_app._get_current_object(), rule, None, kwargs)  # type: ignore[attr-defined]
-        return protected(*args, **kwargs)
-
+    _, rule, protected, full = spec
     # Named and documented as the view (tools that read app.view_functions see the view).
     return functools.update_wrapper(functools.partial(hot, rule, protected, full), view)
